@@ -1,0 +1,119 @@
+"""Configuration read from the environment, turned into what the event store needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_SQLITE_PATH = Path("var") / "daifuku.db"
+
+
+class ConfigurationError(ValueError):
+    """A configuration variable has a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the ledger lives: an SQLite file or a PostgreSQL database."""
+
+    kind: str  # "sqlite" or "postgres"
+    path: str = ""
+    host: str = ""
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    name: str = ""
+    schema: str = ""
+
+    @classmethod
+    def from_url(cls, url: str | None) -> Database:
+        if not url:
+            return cls(kind="sqlite", path=str(DEFAULT_SQLITE_PATH))
+        parts = urlsplit(url)
+        if parts.scheme == "sqlite":
+            # sqlite:///relative/path.db and sqlite:////absolute/path.db
+            path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+            if not path:
+                raise ConfigurationError(f"DAIFUKU_DATABASE_URL {url!r} names no file")
+            return cls(kind="sqlite", path=path)
+        if parts.scheme in ("postgresql", "postgres"):
+            name = unquote(parts.path.lstrip("/"))
+            if not name:
+                raise ConfigurationError(f"DAIFUKU_DATABASE_URL {url!r} names no database")
+            options = parse_qs(parts.query)
+            return cls(
+                kind="postgres",
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 5432,
+                user=unquote(parts.username or "postgres"),
+                password=unquote(parts.password or ""),
+                name=name,
+                schema=options.get("schema", [""])[0],
+            )
+        raise ConfigurationError(
+            f"DAIFUKU_DATABASE_URL {url!r}: use sqlite:///path or postgresql://user:pass@host:port/db"
+        )
+
+    def event_store_env(self, pool_size: int = 10) -> dict[str, str]:
+        """The eventsourcing library's environment for this database."""
+        if self.kind == "sqlite":
+            if self.path not in (":memory:",) and not self.path.startswith("file:"):
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.path,
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.name,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_POOL_SIZE": str(pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(pool_size),
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+        }
+        if self.schema:
+            env["POSTGRES_SCHEMA"] = self.schema
+        return env
+
+    def describe(self) -> str:
+        if self.kind == "sqlite":
+            return f"SQLite file {self.path}"
+        return f"PostgreSQL database {self.name} on {self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: Database
+    cache_size: int
+    snapshot_interval: int
+    token_ttl_seconds: int
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            database=Database.from_url(env.get("DAIFUKU_DATABASE_URL")),
+            cache_size=_positive_int(env, "DAIFUKU_CACHE_SIZE", 2000),
+            snapshot_interval=_positive_int(env, "DAIFUKU_SNAPSHOT_INTERVAL", 100),
+            token_ttl_seconds=_positive_int(env, "DAIFUKU_TOKEN_TTL_SECONDS", 3600),
+        )
+
+
+def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {value}")
+    return value

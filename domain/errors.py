@@ -1,0 +1,80 @@
+"""Named domain errors: what went wrong in the loyalty domain's words, never an HTTP status."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A command that the ledger refuses; nothing was recorded."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(DomainError):
+    """The command names something the ledger has never recorded."""
+
+
+class UnknownMember(NotFound):
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"member {member_id!r} is not enrolled")
+
+
+class UnknownOrder(NotFound):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id!r} has no recorded purchase")
+
+
+class UnknownRedemption(NotFound):
+    def __init__(self, redemption_id: str) -> None:
+        super().__init__(f"redemption {redemption_id!r} was never recorded")
+
+
+class Conflict(DomainError):
+    """The same id was used before with different content."""
+
+
+class RuleViolation(DomainError):
+    """Well-formed, but the program's rules do not allow it."""
+
+
+class InsufficientPoints(RuleViolation):
+    pass
+
+
+class OverRefund(RuleViolation):
+    pass
+
+
+class WrongCurrency(RuleViolation):
+    pass
+
+
+class InvalidAmount(RuleViolation):
+    pass
+
+
+class UnknownReward(RuleViolation):
+    pass
+
+
+class UnknownGuarantee(RuleViolation):
+    pass
+
+
+class OccurredAtOutOfRange(RuleViolation):
+    pass
+
+
+class RedemptionAlreadyCancelled(RuleViolation):
+    pass
+
+
+class InvalidInput(DomainError):
+    """Several fields break the rules at once, e.g. a program version that cannot be published."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        first = next(iter(errors.items()), ("", ["invalid input"]))
+        super().__init__(f"{first[0]}: {first[1][0]}" if first[0] else first[1][0])
+        self.errors = errors

@@ -1,0 +1,917 @@
+"""The Member aggregate: enrolment, purchases, point lots, tiers, refunds and redemptions.
+
+Every state change is an event whose ``apply`` runs again on every replay, so each command
+checks first and triggers afterwards. State is plain lists and dicts so that snapshots need
+no custom transcoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import (
+    Conflict,
+    InsufficientPoints,
+    InvalidInput,
+    OverRefund,
+    RedemptionAlreadyCancelled,
+    UnknownReward,
+)
+from domain.money import ZERO, floor_whole, format_money
+from domain.program import NAMESPACE, GuaranteePolicy, ProgramRules
+
+MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def member_uuid(member_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"member:{member_id}")
+
+
+def referral_code_for(member_id: str) -> str:
+    """8 characters of Crockford base32 (no I, L, O, U), derived from the member's id."""
+    digest = member_uuid(member_id).bytes
+    number = int.from_bytes(digest[:5], "big")
+    return "".join(CROCKFORD[(number >> shift) & 31] for shift in range(35, -1, -5))
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True)
+class LineItem:
+    sku: str
+    category: str
+    quantity: int
+    unit_price: Decimal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "category": self.category,
+            "quantity": self.quantity,
+            "unit_price": str(self.unit_price),
+        }
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The program version a command runs under."""
+
+    version: int
+    rules: ProgramRules
+
+
+class Member(Aggregate):
+    class Enrolled(Aggregate.Created):
+        member_id: str
+        email: str
+        name: str | None
+        referral_code: str
+        at: datetime
+        cause: str
+        program_version: int
+
+    class Changed(Aggregate.Event):
+        """Base of every later member event: business time, cause and program version."""
+
+        at: datetime
+        cause: str
+        program_version: int
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.business_time = max(aggregate.business_time, self.at)
+            self.change(aggregate)
+
+        def change(self, member: Member) -> None:
+            """The state change of this event, run on every replay."""
+
+    class PurchaseRecorded(Changed):
+        order_id: str
+        amount: Decimal
+        currency: str
+        occurred_at: datetime
+        items: list[dict[str, Any]]
+        guarantee: dict[str, Any] | None
+        points: int
+        bonus: int
+        new_categories: list[str]
+        lot: int | None
+        available_at: datetime
+        expires_at: datetime
+
+        def change(self, member: Member) -> None:
+            member.purchases[self.order_id] = {
+                "order_id": self.order_id,
+                "amount": self.amount,
+                "currency": self.currency,
+                "occurred_at": self.occurred_at,
+                "at": self.at,
+                "recorded_at": self.timestamp,
+                "items": self.items,
+                "guarantee": self.guarantee,
+                "points": self.points,
+                "bonus": self.bonus,
+                "lot": self.lot,
+                "available_at": self.available_at,
+                "refunded": ZERO,
+                "clawed": 0,
+                "refunds": {},
+                "tier_before": member.tier,
+                "tier_after": member.tier,
+                "program_version": self.program_version,
+            }
+            member.purchase_order.append(self.order_id)
+            member.categories.extend(self.new_categories)
+            member.last_purchase_at = self.at
+            if self.lot is not None:
+                member.open_lot(
+                    points=self.points + self.bonus,
+                    status="pending",
+                    available_at=self.available_at,
+                    expires_at=self.expires_at,
+                    source=f"purchase:{self.order_id}",
+                )
+                member.lifetime_earned += self.points + self.bonus
+
+    class TierUpgraded(Changed):
+        from_tier: str
+        to_tier: str
+        review_at: datetime
+        order_id: str
+
+        def change(self, member: Member) -> None:
+            member.upgrades.append(
+                {
+                    "from": self.from_tier,
+                    "since": member.tier_since,
+                    "review_at": member.review_at,
+                    "upgraded_at": self.at,
+                }
+            )
+            member.tier = self.to_tier
+            member.tier_since = self.at
+            member.review_at = self.review_at
+            member.purchases[self.order_id]["tier_after"] = self.to_tier
+
+    class TierDowngraded(Changed):
+        from_tier: str
+        to_tier: str
+        reason: str
+        since: datetime
+        review_at: datetime | None
+
+        def change(self, member: Member) -> None:
+            if self.reason == "refund":
+                member.upgrades.pop()
+            else:
+                member.upgrades.clear()
+            member.tier = self.to_tier
+            member.tier_since = self.since
+            member.review_at = self.review_at
+
+    class TierRetained(Changed):
+        tier: str
+        review_at: datetime
+
+        def change(self, member: Member) -> None:
+            member.upgrades.clear()
+            member.review_at = self.review_at
+
+    class PointsBecameAvailable(Changed):
+        lot: int
+        points: int
+
+        def change(self, member: Member) -> None:
+            lot = member.lots[self.lot]
+            lot["status"] = "available"
+            member.settle_debt(lot)
+
+    class PointsExpired(Changed):
+        lot: int
+        points: int
+
+        def change(self, member: Member) -> None:
+            lot = member.lots[self.lot]
+            lot["remaining"] -= self.points
+            lot["status"] = "expired"
+            member.expired += self.points
+            member.close_lot_if_empty(self.lot)
+
+    class PurchaseRefunded(Changed):
+        order_id: str
+        refund_id: str
+        amount: Decimal
+        reason: str | None
+        occurred_at: datetime
+        requested_amount: Decimal | None
+        points_clawed_back: int
+        taken: list[list[int]]
+        debt: int
+
+        def change(self, member: Member) -> None:
+            purchase = member.purchases[self.order_id]
+            purchase["refunded"] += self.amount
+            purchase["clawed"] += self.points_clawed_back
+            purchase["refunds"][self.refund_id] = {
+                "refund_id": self.refund_id,
+                "amount": self.amount,
+                "requested_amount": self.requested_amount,
+                "reason": self.reason,
+                "occurred_at": self.occurred_at,
+                "recorded_at": self.timestamp,
+                "points_clawed_back": self.points_clawed_back,
+                "tier_before": member.tier,
+            }
+            member.take_from_lots(self.taken)
+            member.clawed_back += self.points_clawed_back
+            member.debt += self.debt
+
+    class PointsRedeemed(Changed):
+        redemption_id: str
+        points: int
+        reward: str | None
+        taken: list[list[int]]
+
+        def change(self, member: Member) -> None:
+            member.take_from_lots(self.taken)
+            member.redeemed += self.points
+            member.redemptions[self.redemption_id] = {
+                "redemption_id": self.redemption_id,
+                "points": self.points,
+                "reward": self.reward,
+                "taken": self.taken,
+                "redeemed_at": self.at,
+                "cancelled_at": None,
+            }
+
+    class RedemptionCancelled(Changed):
+        redemption_id: str
+        returned: list[dict[str, Any]]
+
+        def change(self, member: Member) -> None:
+            redemption = member.redemptions[self.redemption_id]
+            redemption["cancelled_at"] = self.at
+            member.redeemed -= redemption["points"]
+            for lot in self.returned:
+                index = member.open_lot(
+                    points=lot["points"],
+                    status="available",
+                    available_at=self.at,
+                    expires_at=lot["expires_at"],
+                    source=f"redemption:{self.redemption_id}",
+                )
+                member.settle_debt(member.lots[index])
+
+    def __init__(
+        self,
+        member_id: str,
+        email: str,
+        name: str | None,
+        referral_code: str,
+        at: datetime,
+        cause: str,
+        program_version: int,
+    ) -> None:
+        self.member_id = member_id
+        self.email = email
+        self.name = name
+        self.referral_code = referral_code
+        self.enrolled_at = at
+        self.business_time = at
+        self.tier = "bronze"
+        self.tier_since = at
+        self.review_at: datetime | None = None
+        self.upgrades: list[dict[str, Any]] = []
+        self.purchases: dict[str, dict[str, Any]] = {}
+        self.purchase_order: list[str] = []
+        self.categories: list[str] = []
+        self.last_purchase_at: datetime | None = None
+        self.lots: list[dict[str, Any]] = []
+        self.open_lots: list[int] = []
+        self.redemptions: dict[str, dict[str, Any]] = {}
+        self.lifetime_earned = 0
+        self.clawed_back = 0
+        self.redeemed = 0
+        self.expired = 0
+        self.debt = 0
+
+    # Commands. Each checks everything first, then records due changes, then triggers.
+
+    @classmethod
+    def enrol(
+        cls,
+        member_id: str,
+        email: str,
+        name: str | None,
+        terms: Terms,
+        at: datetime,
+        cause: str,
+    ) -> Member:
+        errors: dict[str, list[str]] = {}
+        if not MEMBER_ID_PATTERN.match(member_id):
+            errors["member_id"] = ["must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"]
+        if len(email) > 254 or not EMAIL_PATTERN.match(email):
+            errors["email"] = ["must be an email address"]
+        if name is not None and not 1 <= len(name) <= 200:
+            errors["name"] = ["must be 1-200 characters"]
+        if errors:
+            raise InvalidInput(errors)
+        return cls._create(
+            cls.Enrolled,
+            id=member_uuid(member_id),
+            member_id=member_id,
+            email=email,
+            name=name,
+            referral_code=referral_code_for(member_id),
+            at=at,
+            cause=cause,
+            program_version=terms.version,
+            timestamp=at,
+        )
+
+    def same_enrolment(self, email: str, name: str | None) -> bool:
+        return self.email == email and self.name == name
+
+    def effective_time(self, occurred_at: datetime) -> datetime:
+        """A late change keeps its occurred_at for reporting but takes effect at the latest time."""
+        return max(occurred_at, self.business_time)
+
+    def record_purchase(
+        self,
+        order_id: str,
+        amount: Decimal,
+        currency: str,
+        occurred_at: datetime,
+        items: list[LineItem],
+        guarantee: GuaranteePolicy | None,
+        terms: Terms,
+        recorded_at: datetime,
+        cause: str,
+    ) -> None:
+        rules = terms.rules
+        at = self.effective_time(occurred_at)
+        self.record_due(at, terms, cause, recorded_at)
+        multiplier = rules.tier(self.tier).multiplier
+        points = floor_whole(Decimal(floor_whole(amount)) * multiplier)
+        new_categories = sorted({item.category for item in items} - set(self.categories))
+        bonus = rules.cross_sell_bonus if new_categories else 0
+        window = rules.return_window_days
+        guarantee_terms = None
+        if guarantee is not None:
+            window = max(window, guarantee.window_days)
+            guarantee_terms = {
+                "policy": guarantee.name,
+                "refund_percent": guarantee.refund_percent,
+                "window_days": guarantee.window_days,
+                "evidence_required": guarantee.evidence_required,
+                "expires_at": at + timedelta(days=guarantee.window_days),
+            }
+        available_at = at + timedelta(days=window)
+        self.trigger_event(
+            self.PurchaseRecorded,
+            at=at,
+            cause=cause,
+            program_version=terms.version,
+            timestamp=recorded_at,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            occurred_at=occurred_at,
+            items=[item.to_dict() for item in items],
+            guarantee=guarantee_terms,
+            points=points,
+            bonus=bonus,
+            new_categories=new_categories,
+            lot=len(self.lots) if points + bonus > 0 else None,
+            available_at=available_at,
+            expires_at=available_at + timedelta(days=rules.lot_lifetime_days),
+        )
+        reached = rules.tier_for_spend(self.qualifying_spend(at, rules))
+        if rules.tier_rank(reached.name) > rules.tier_rank(self.tier):
+            self.trigger_event(
+                self.TierUpgraded,
+                at=at,
+                cause=cause,
+                program_version=terms.version,
+                timestamp=recorded_at,
+                from_tier=self.tier,
+                to_tier=reached.name,
+                review_at=at + timedelta(days=rules.tier_period_days),
+                order_id=order_id,
+            )
+
+    def refund(
+        self,
+        order_id: str,
+        refund_id: str,
+        amount: Decimal | None,
+        reason: str | None,
+        occurred_at: datetime,
+        terms: Terms,
+        recorded_at: datetime,
+        cause: str,
+    ) -> None:
+        purchase = self.purchases[order_id]
+        refundable = purchase["amount"] - purchase["refunded"]
+        if refundable <= 0:
+            raise OverRefund(f"order {order_id!r} is already refunded in full", "amount")
+        refunded = refundable if amount is None else amount
+        if refunded > refundable:
+            raise OverRefund(
+                f"refund of {refunded} exceeds the {refundable} still refundable on this order",
+                "amount",
+            )
+        at = self.effective_time(occurred_at)
+        self.record_due(at, terms, cause, recorded_at)
+        earned = purchase["points"] + purchase["bonus"]
+        # Cumulative and rounded up, so a full refund takes back exactly what was awarded.
+        owed = math.ceil(earned * (purchase["refunded"] + refunded) / purchase["amount"])
+        clawback = max(owed - purchase["clawed"], 0)
+        taken, debt = self.plan_clawback(purchase["lot"], clawback)
+        self.trigger_event(
+            self.PurchaseRefunded,
+            at=at,
+            cause=cause,
+            program_version=terms.version,
+            timestamp=recorded_at,
+            order_id=order_id,
+            refund_id=refund_id,
+            amount=refunded,
+            reason=reason,
+            occurred_at=occurred_at,
+            requested_amount=amount,
+            points_clawed_back=clawback,
+            taken=taken,
+            debt=debt,
+        )
+        self.downgrade_after_refund(purchase["at"], at, terms, recorded_at, cause)
+        self.record_due(at, terms, cause, recorded_at)
+
+    def redeem(
+        self,
+        redemption_id: str,
+        reward: str | None,
+        points: int | None,
+        terms: Terms,
+        at: datetime,
+        cause: str,
+    ) -> None:
+        if reward is not None:
+            found = terms.rules.reward(reward)
+            if found is None:
+                raise UnknownReward(f"reward {reward!r} is not in the catalogue", "reward")
+            points = found.points
+        if points is None or points <= 0:
+            raise InvalidInput({"points": ["give a positive number of points or a reward"]})
+        at = self.effective_time(at)
+        self.record_due(at, terms, cause, at)
+        available = self.available_points()
+        if available < points:
+            raise InsufficientPoints(
+                f"{points} points requested but only {available} are available", "points"
+            )
+        taken: list[list[int]] = []
+        wanted = points
+        for index in self.spendable_lots():
+            if wanted == 0:
+                break
+            take = min(self.lots[index]["remaining"], wanted)
+            taken.append([index, take])
+            wanted -= take
+        self.trigger_event(
+            self.PointsRedeemed,
+            at=at,
+            cause=cause,
+            program_version=terms.version,
+            timestamp=at,
+            redemption_id=redemption_id,
+            points=points,
+            reward=reward,
+            taken=taken,
+        )
+
+    def cancel_redemption(self, redemption_id: str, terms: Terms, at: datetime, cause: str) -> None:
+        redemption = self.redemptions[redemption_id]
+        if redemption["cancelled_at"] is not None:
+            raise RedemptionAlreadyCancelled(f"redemption {redemption_id!r} is already cancelled")
+        at = self.effective_time(at)
+        self.record_due(at, terms, cause, at)
+        returned = [
+            {"points": n, "expires_at": self.lots[index]["expires_at"], "from_lot": index}
+            for index, n in redemption["taken"]
+        ]
+        self.trigger_event(
+            self.RedemptionCancelled,
+            at=at,
+            cause=cause,
+            program_version=terms.version,
+            timestamp=at,
+            redemption_id=redemption_id,
+            returned=returned,
+        )
+        # A returned lot whose original expiry has passed expires at once.
+        self.record_due(at, terms, cause, at)
+
+    # Time-driven changes.
+
+    def next_due_at(self) -> datetime | None:
+        due = self._next_due()
+        return due[0] if due else None
+
+    def _next_due(self) -> tuple[datetime, int, int] | None:
+        best: tuple[datetime, int, int] | None = None
+        for index in self.open_lots:
+            lot = self.lots[index]
+            if lot["status"] == "pending":
+                candidate = (lot["available_at"], 0, index)
+            else:
+                candidate = (lot["expires_at"], 1, index)
+            if best is None or candidate < best:
+                best = candidate
+        if self.review_at is not None:
+            candidate = (self.review_at, 2, -1)
+            if best is None or candidate < best:
+                best = candidate
+        return best
+
+    def record_due(self, until: datetime, terms: Terms, cause: str, recorded_at: datetime) -> int:
+        """Record, in time order, every lot maturing or expiring and every tier review due."""
+        count = 0
+        while True:
+            due = self._next_due()
+            if due is None or due[0] > until:
+                return count
+            when, kind, index = due
+            when = max(when, self.business_time)
+            common: dict[str, Any] = {
+                "at": when,
+                "cause": cause,
+                "program_version": terms.version,
+                "timestamp": recorded_at,
+            }
+            if kind == 0:
+                points = self.lots[index]["remaining"]
+                self.trigger_event(self.PointsBecameAvailable, lot=index, points=points, **common)
+            elif kind == 1:
+                points = self.lots[index]["remaining"]
+                self.trigger_event(self.PointsExpired, lot=index, points=points, **common)
+            else:
+                self.review_tier(when, terms, common)
+            count += 1
+
+    def review_tier(self, when: datetime, terms: Terms, common: dict[str, Any]) -> None:
+        rules = terms.rules
+        next_review = when + timedelta(days=rules.tier_period_days)
+        current = rules.tier(self.tier)
+        if rules.tier_for_spend(self.qualifying_spend(when, rules)).threshold >= current.threshold:
+            self.trigger_event(self.TierRetained, tier=self.tier, review_at=next_review, **common)
+            return
+        lower = rules.tier_below(self.tier)
+        self.trigger_event(
+            self.TierDowngraded,
+            from_tier=self.tier,
+            to_tier=lower.name,
+            reason="review",
+            since=when,
+            review_at=next_review if rules.tier_rank(lower.name) > 0 else None,
+            **common,
+        )
+
+    def downgrade_after_refund(
+        self,
+        purchase_at: datetime,
+        at: datetime,
+        terms: Terms,
+        recorded_at: datetime,
+        cause: str,
+    ) -> None:
+        """Undo the upgrades that the refunded spend had caused and that no longer qualify."""
+        rules = terms.rules
+        period = timedelta(days=rules.tier_period_days)
+        while self.upgrades:
+            upgrade = self.upgrades[-1]
+            caused = upgrade["upgraded_at"] - period < purchase_at <= upgrade["upgraded_at"]
+            reached = rules.tier_for_spend(self.qualifying_spend(at, rules))
+            if not caused or rules.tier_rank(reached.name) >= rules.tier_rank(self.tier):
+                return
+            target = upgrade["from"]
+            if rules.tier_rank(reached.name) > rules.tier_rank(target):
+                target = reached.name
+            self.trigger_event(
+                self.TierDowngraded,
+                at=at,
+                cause=cause,
+                program_version=terms.version,
+                timestamp=recorded_at,
+                from_tier=self.tier,
+                to_tier=target,
+                reason="refund",
+                since=upgrade["since"] if target == upgrade["from"] else at,
+                review_at=upgrade["review_at"] if target == upgrade["from"] else at + period,
+            )
+
+    # State helpers used by the events' apply methods (so they run on replay too).
+
+    def open_lot(
+        self,
+        points: int,
+        status: str,
+        available_at: datetime,
+        expires_at: datetime,
+        source: str,
+    ) -> int:
+        index = len(self.lots)
+        self.lots.append(
+            {
+                "points": points,
+                "remaining": points,
+                "status": status,
+                "available_at": available_at,
+                "expires_at": expires_at,
+                "source": source,
+            }
+        )
+        self.open_lots.append(index)
+        return index
+
+    def close_lot_if_empty(self, index: int) -> None:
+        lot = self.lots[index]
+        if lot["remaining"] == 0 and index in self.open_lots:
+            self.open_lots.remove(index)
+            if lot["status"] == "pending":
+                lot["status"] = "void"
+
+    def take_from_lots(self, taken: list[list[int]]) -> None:
+        for index, points in taken:
+            self.lots[index]["remaining"] -= points
+            self.close_lot_if_empty(index)
+
+    def settle_debt(self, lot: dict[str, Any]) -> None:
+        """Points clawed back beyond the balance are repaid by the next lot to become available."""
+        settled = min(self.debt, lot["remaining"])
+        if settled:
+            lot["remaining"] -= settled
+            self.debt -= settled
+            self.close_lot_if_empty(self.lots.index(lot))
+
+    def plan_clawback(self, own_lot: int | None, points: int) -> tuple[list[list[int]], int]:
+        """From the purchase's own lot first, then the oldest other lots, then into debt."""
+        order = ([own_lot] if own_lot in self.open_lots else []) + [
+            i for i in self.open_lots if i != own_lot
+        ]
+        taken: list[list[int]] = []
+        wanted = points
+        for index in order:
+            if wanted == 0:
+                break
+            take = min(self.lots[index]["remaining"], wanted)
+            if take:
+                taken.append([index, take])
+                wanted -= take
+        return taken, wanted
+
+    def spendable_lots(self) -> list[int]:
+        available = [i for i in self.open_lots if self.lots[i]["status"] == "available"]
+        return sorted(available, key=lambda i: (self.lots[i]["available_at"], i))
+
+    # Queries.
+
+    def qualifying_spend(
+        self, at: datetime, rules: ProgramRules, since: datetime | None = None
+    ) -> Decimal:
+        """Net spend of the purchases that took effect in the trailing period ending at ``at``."""
+        start = since if since is not None else at - timedelta(days=rules.tier_period_days)
+        total = ZERO
+        for order_id in reversed(self.purchase_order):
+            purchase = self.purchases[order_id]
+            if purchase["at"] <= start:
+                break
+            if purchase["at"] <= at:
+                total += purchase["amount"] - purchase["refunded"]
+        return total
+
+    def available_points(self) -> int:
+        return (
+            sum(
+                self.lots[i]["remaining"]
+                for i in self.open_lots
+                if self.lots[i]["status"] == "available"
+            )
+            - self.debt
+        )
+
+    def pending_lots(self) -> list[dict[str, Any]]:
+        return [
+            {"points": self.lots[i]["remaining"], "available_at": self.lots[i]["available_at"]}
+            for i in self.open_lots
+            if self.lots[i]["status"] == "pending"
+        ]
+
+    def stage(self, at: datetime, rules: ProgramRules) -> str:
+        count = len(self.purchases)
+        if count == 0 or self.last_purchase_at is None:
+            return "prospect"
+        idle = at - self.last_purchase_at
+        if idle >= timedelta(days=rules.lost_days):
+            return "lost"
+        if idle >= timedelta(days=rules.dormant_days):
+            return "dormant"
+        if count == 1:
+            return "new"
+        return "loyal" if rules.tier_rank(self.tier) >= 2 else "repeat"
+
+    def projected(self, at: datetime, terms: Terms) -> Member:
+        """This member as it will be at ``at`` once due changes are recorded; self is untouched."""
+        due = self.next_due_at()
+        if due is None or due > at:
+            return self
+        future = copy.deepcopy(self)
+        future.record_due(at, terms, "projection", at)
+        return future
+
+    def status(self, at: datetime, terms: Terms) -> dict[str, Any]:
+        member = self.projected(at, terms)
+        return member._status(max(at, member.business_time), terms.rules, at)
+
+    def _status(self, at: datetime, rules: ProgramRules, as_of: datetime) -> dict[str, Any]:
+        currency = rules.currency
+        spend = self.qualifying_spend(at, rules)
+        above = rules.tier_above(self.tier)
+        keep = ZERO
+        if self.review_at is not None:
+            kept = self.qualifying_spend(
+                at, rules, since=self.review_at - timedelta(days=rules.tier_period_days)
+            )
+            keep = max(rules.tier(self.tier).threshold - kept, ZERO)
+        pending = self.pending_lots()
+        pending_total = sum(lot["points"] for lot in pending)
+        return {
+            "member_id": self.member_id,
+            "email": self.email,
+            "name": self.name,
+            "enrolled_at": iso(self.enrolled_at),
+            "stage": self.stage(at, rules),
+            "tier": {
+                "name": self.tier,
+                "since": iso(self.tier_since),
+                "review_at": iso(self.review_at),
+                "qualifying_spend": format_money(spend, currency),
+                "next": None
+                if above is None
+                else {
+                    "name": above.name,
+                    "spend_needed": format_money(max(above.threshold - spend, ZERO), currency),
+                },
+                "spend_to_keep": format_money(keep, currency),
+            },
+            "points": {
+                "available": self.available_points(),
+                "pending": pending_total,
+                "lifetime_earned": self.lifetime_earned,
+                "clawed_back": self.clawed_back,
+                "redeemed": self.redeemed,
+                "expired": self.expired,
+                "pending_lots": [
+                    {"points": lot["points"], "available_at": iso(lot["available_at"])}
+                    for lot in sorted(pending, key=lambda lot: lot["available_at"])
+                ],
+            },
+            "referral_code": self.referral_code,
+            "as_of": iso(as_of),
+        }
+
+    def purchase_view(self, order_id: str, currency: str) -> dict[str, Any]:
+        purchase = self.purchases[order_id]
+        guarantee = purchase["guarantee"]
+        refunds = sorted(purchase["refunds"].values(), key=lambda r: r["recorded_at"])
+        return {
+            "order_id": order_id,
+            "member_id": self.member_id,
+            "amount": format_money(purchase["amount"], currency),
+            "currency": purchase["currency"],
+            "occurred_at": iso(purchase["occurred_at"]),
+            "effective_at": iso(purchase["at"]),
+            "recorded_at": iso(purchase["recorded_at"]),
+            "program_version": purchase["program_version"],
+            "items": purchase["items"],
+            "points_awarded": purchase["points"],
+            "bonus_points": purchase["bonus"],
+            "points_clawed_back": purchase["clawed"],
+            "points_available_at": iso(purchase["available_at"]),
+            "refunded_amount": format_money(purchase["refunded"], currency),
+            "refundable_amount": format_money(purchase["amount"] - purchase["refunded"], currency),
+            "refunds": [self.refund_view(order_id, r["refund_id"], currency) for r in refunds],
+            "guarantee": None
+            if guarantee is None
+            else {
+                "policy": guarantee["policy"],
+                "refund_percent": guarantee["refund_percent"],
+                "evidence_required": guarantee["evidence_required"],
+                "expires_at": iso(guarantee["expires_at"]),
+            },
+            "claim": None,
+        }
+
+    def purchase_response(self, order_id: str, currency: str) -> dict[str, Any]:
+        """The 201 body of a purchase, the same when the purchase is posted again."""
+        view = self.purchase_view(order_id, currency)
+        purchase = self.purchases[order_id]
+        return {
+            "order_id": order_id,
+            "member_id": self.member_id,
+            "amount": view["amount"],
+            "currency": view["currency"],
+            "occurred_at": view["occurred_at"],
+            "recorded_at": view["recorded_at"],
+            "program_version": view["program_version"],
+            "points_awarded": view["points_awarded"],
+            "bonus_points": view["bonus_points"],
+            "points_available_at": view["points_available_at"],
+            "tier": purchase["tier_after"],
+            "tier_changed": purchase["tier_after"] != purchase["tier_before"],
+            "guarantee": None
+            if view["guarantee"] is None
+            else {
+                "policy": view["guarantee"]["policy"],
+                "refund_percent": view["guarantee"]["refund_percent"],
+                "expires_at": view["guarantee"]["expires_at"],
+            },
+        }
+
+    def refund_view(self, order_id: str, refund_id: str, currency: str) -> dict[str, Any]:
+        refund = self.purchases[order_id]["refunds"][refund_id]
+        return {
+            "refund_id": refund_id,
+            "order_id": order_id,
+            "amount": format_money(refund["amount"], currency),
+            "reason": refund["reason"],
+            "occurred_at": iso(refund["occurred_at"]),
+            "recorded_at": iso(refund["recorded_at"]),
+            "points_clawed_back": refund["points_clawed_back"],
+        }
+
+    def redemption_view(self, redemption_id: str) -> dict[str, Any]:
+        redemption = self.redemptions[redemption_id]
+        return {
+            "redemption_id": redemption_id,
+            "member_id": self.member_id,
+            "points": redemption["points"],
+            "reward": redemption["reward"],
+            "redeemed_at": iso(redemption["redeemed_at"]),
+            "cancelled_at": iso(redemption["cancelled_at"]),
+        }
+
+
+class Ownership(Aggregate):
+    """Which member an order or a redemption id belongs to.
+
+    Its id is derived from the natural key, so creating it twice conflicts in the event store:
+    that is what makes an order id unique across concurrent requests and members.
+    """
+
+    class Recorded(Aggregate.Created):
+        kind: str
+        key: str
+        member_id: str
+
+    def __init__(self, kind: str, key: str, member_id: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.member_id = member_id
+
+    @staticmethod
+    def key_id(kind: str, key: str) -> UUID:
+        return uuid5(NAMESPACE, f"{kind}:{key}")
+
+    @classmethod
+    def record(cls, kind: str, key: str, member_id: str, at: datetime) -> Ownership:
+        return cls._create(
+            cls.Recorded,
+            id=cls.key_id(kind, key),
+            kind=kind,
+            key=key,
+            member_id=member_id,
+            timestamp=at,
+        )
+
+
+def check_same(existing: dict[str, Any], requested: dict[str, Any], what: str) -> None:
+    """Idempotency: the same id with different content is a conflict."""
+    differences = sorted(k for k in requested if existing.get(k) != requested[k])
+    if differences:
+        raise Conflict(
+            f"{what} was already recorded with a different {', '.join(differences)}",
+            differences[0],
+        )
