@@ -475,8 +475,8 @@ class Member(Aggregate):
             points = found.points
         if points is None or points <= 0:
             raise InvalidInput({"points": ["give a positive number of points or a reward"]})
-        at = self.effective_time(at)
-        self.record_due(at, terms, cause, at)
+        recorded_at, at = at, self.effective_time(at)
+        self.record_due(at, terms, cause, recorded_at)
         available = self.available_points()
         if available < points:
             raise InsufficientPoints(
@@ -495,7 +495,7 @@ class Member(Aggregate):
             at=at,
             cause=cause,
             program_version=terms.version,
-            timestamp=at,
+            timestamp=recorded_at,
             redemption_id=redemption_id,
             points=points,
             reward=reward,
@@ -506,8 +506,8 @@ class Member(Aggregate):
         redemption = self.redemptions[redemption_id]
         if redemption["cancelled_at"] is not None:
             raise RedemptionAlreadyCancelled(f"redemption {redemption_id!r} is already cancelled")
-        at = self.effective_time(at)
-        self.record_due(at, terms, cause, at)
+        recorded_at, at = at, self.effective_time(at)
+        self.record_due(at, terms, cause, recorded_at)
         returned = [
             {"points": n, "expires_at": self.lots[index]["expires_at"], "from_lot": index}
             for index, n in redemption["taken"]
@@ -517,12 +517,12 @@ class Member(Aggregate):
             at=at,
             cause=cause,
             program_version=terms.version,
-            timestamp=at,
+            timestamp=recorded_at,
             redemption_id=redemption_id,
             returned=returned,
         )
         # A returned lot whose original expiry has passed expires at once.
-        self.record_due(at, terms, cause, at)
+        self.record_due(at, terms, cause, recorded_at)
 
     # Time-driven changes.
 
@@ -703,7 +703,7 @@ class Member(Aggregate):
         return total
 
     def available_points(self) -> int:
-        return (
+        return int(
             sum(
                 self.lots[i]["remaining"]
                 for i in self.open_lots

@@ -24,13 +24,17 @@ def format_money(amount: Decimal, currency: str) -> str:
 
 
 def parse_amount(text: str, currency: str, field: str = "amount") -> Decimal:
-    """A positive amount of at most the currency's minor-unit precision and at most 1,000,000."""
     try:
         amount = Decimal(text)
     except (InvalidOperation, TypeError, ValueError):
         raise InvalidAmount(f"{text!r} is not a decimal amount", field) from None
+    return check_amount(amount, currency, field)
+
+
+def check_amount(amount: Decimal, currency: str, field: str = "amount") -> Decimal:
+    """A positive amount of at most the currency's minor-unit precision and at most 1,000,000."""
     if not amount.is_finite():
-        raise InvalidAmount(f"{text!r} is not a finite amount", field)
+        raise InvalidAmount("must be a finite amount", field)
     if amount <= 0:
         raise InvalidAmount("must be greater than zero", field)
     if amount > MAX_AMOUNT:

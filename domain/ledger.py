@@ -1,0 +1,476 @@
+"""The Ledger application: the use cases of the loyalty program over the event store."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.clock import Clock, SystemClock
+from domain.errors import (
+    Conflict,
+    OccurredAtOutOfRange,
+    UnknownGuarantee,
+    UnknownMember,
+    UnknownOrder,
+    UnknownRedemption,
+    WrongCurrency,
+)
+from domain.members import LineItem, Member, Ownership, Terms, check_same, member_uuid
+from domain.money import check_amount, format_money
+from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+BACKFILL_LIMIT = timedelta(days=730)
+MEMBER_TOPIC = f"{Member.__module__}:{Member.__qualname__}."
+T = TypeVar("T")
+
+
+class Ledger(Application[UUID]):
+    """One command gets a member, changes it and saves it; a query returns plain values."""
+
+    name = "Daifuku"
+    is_snapshotting_enabled = True
+    lock_stripes = 256
+    max_attempts = 20
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        snapshot_interval: int = 100,
+    ) -> None:
+        super().__init__(dict(env or {}))
+        self.clock: Clock = clock or SystemClock()
+        # Snapshots keep a member with a long history as cheap to load as a new one.
+        self.snapshotting_intervals = {Member: snapshot_interval}  # type: ignore[misc]
+        self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
+        self._terms: Terms | None = None
+        self._due: dict[UUID, datetime] = {}
+        self._scanned_to = 0
+        self._scheduler_lock = threading.Lock()
+        self._ensure_program()
+
+    # The program.
+
+    def _ensure_program(self) -> None:
+        try:
+            self.repository.get(PROGRAM_ID)
+        except AggregateNotFoundError:
+            program = Program.start(ProgramRules(), cause="bootstrap", at=self.clock.now())
+            with contextlib.suppress(IntegrityError):  # another process started it first
+                self.save(program)
+
+    def terms(self) -> Terms:
+        program: Program = self.repository.get(PROGRAM_ID, deepcopy_from_cache=False)
+        version = len(program.versions)
+        cached = self._terms
+        if cached is None or cached.version != version:
+            cached = Terms(version, program.current().rules)
+            self._terms = cached
+        return cached
+
+    def program(self) -> ProgramVersion:
+        program: Program = self.repository.get(PROGRAM_ID, deepcopy_from_cache=False)
+        return program.current()
+
+    def program_at(self, moment: datetime) -> Terms:
+        program: Program = self.repository.get(PROGRAM_ID, deepcopy_from_cache=False)
+        version = 1
+        for entry in program.versions:
+            if entry["published_at"] <= moment:
+                version = entry["version"]
+        return Terms(version, program.at_version(version).rules)
+
+    def publish_program(self, rules: ProgramRules, cause: str) -> ProgramVersion:
+        for _ in range(self.max_attempts):
+            program: Program = self.repository.get(PROGRAM_ID)
+            published = program.publish(rules, cause, self.clock.now())
+            try:
+                self.save(program)
+            except IntegrityError:
+                continue
+            return published
+        raise Conflict("the program is being changed by someone else; try again")
+
+    # Members.
+
+    def enrol(
+        self,
+        member_id: str,
+        email: str,
+        name: str | None,
+        cause: str,
+        referral_code: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        terms = self.terms()
+        uid = member_uuid(member_id)
+        for _ in range(self.max_attempts):
+            now = self.clock.now()
+            with self._lock(uid):
+                try:
+                    existing = self._member(uid, member_id)
+                except UnknownMember:
+                    member = Member.enrol(member_id, email, name, terms, now, cause)
+                    try:
+                        self.save(member)
+                    except IntegrityError:
+                        continue
+                    return member.status(now, terms), True
+                if not existing.same_enrolment(email, name):
+                    raise Conflict(
+                        f"member {member_id!r} is already enrolled with different details",
+                        "email" if existing.email != email else "name",
+                    )
+                return existing.status(now, terms), False
+        raise Conflict(f"member {member_id!r} is being enrolled concurrently; try again")
+
+    def member_status(self, member_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+        uid = member_uuid(member_id)
+        if as_of is None:
+            terms = self.terms()
+            with self._lock(uid):
+                return self._member(uid, member_id).status(self.clock.now(), terms)
+        version = None
+        event: Any
+        for event in self.events.get(uid):
+            if event.timestamp > as_of:
+                break
+            version = event.originator_version
+        if version is None:
+            raise UnknownMember(member_id)
+        member: Member = self.repository.get(uid, version=version)
+        return member.status(as_of, self.program_at(as_of))
+
+    def member_events(
+        self, member_id: str, after: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        uid = member_uuid(member_id)
+        events = list(self.events.get(uid, gt=after or None, limit=limit))
+        if not events and after == 0:
+            raise UnknownMember(member_id)
+        if not events:
+            self._member(uid, member_id)  # 404 for an unknown member, empty page otherwise
+        return [describe_event(event) for event in events]
+
+    # Purchases and refunds.
+
+    def record_purchase(
+        self,
+        order_id: str,
+        member_id: str,
+        amount: Decimal,
+        currency: str,
+        occurred_at: datetime | None,
+        items: list[LineItem] | None,
+        guarantee: str | None,
+        cause: str,
+    ) -> tuple[dict[str, Any], bool]:
+        terms = self.terms()
+        rules = terms.rules
+        if currency != rules.currency:
+            raise WrongCurrency(f"the program runs in {rules.currency}, not {currency}", "currency")
+        amount = check_amount(amount, currency)
+        policy = None
+        if guarantee is not None:
+            policy = rules.guarantee(guarantee)
+            if policy is None:
+                raise UnknownGuarantee(f"no guarantee policy named {guarantee!r}", "guarantee")
+        requested = {
+            "amount": amount,
+            "currency": currency,
+            "items": [item.to_dict() for item in items or []],
+            "guarantee": guarantee,
+        }
+        if occurred_at is not None:
+            requested["occurred_at"] = occurred_at
+
+        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+            if order_id in member.purchases:
+                purchase = member.purchases[order_id]
+                check_same(
+                    {**purchase, "guarantee": (purchase["guarantee"] or {}).get("policy")},
+                    requested,
+                    f"order {order_id!r}",
+                )
+                return member.purchase_response(order_id, rules.currency), False
+            when = now if occurred_at is None else occurred_at
+            if when > now + FUTURE_TOLERANCE:
+                raise OccurredAtOutOfRange(
+                    "must not be more than 5 minutes in the future", "occurred_at"
+                )
+            if when < now - BACKFILL_LIMIT:
+                raise OccurredAtOutOfRange(
+                    "must not be more than 2 years in the past", "occurred_at"
+                )
+            member.record_purchase(
+                order_id, amount, currency, when, items or [], policy, terms, now, cause
+            )
+            return member.purchase_response(order_id, rules.currency), True
+
+        def conflict() -> None:
+            self._check_owner("order", order_id, member_id)
+
+        return self._change_member(
+            member_id,
+            command,
+            new_owner=("order", order_id),
+            on_conflict=conflict,
+        )
+
+    def purchase(self, order_id: str) -> dict[str, Any]:
+        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        uid = member_uuid(member_id)
+        currency = self.terms().rules.currency
+        with self._lock(uid):
+            return self._member(uid, member_id).purchase_view(order_id, currency)
+
+    def refund(
+        self,
+        order_id: str,
+        refund_id: str,
+        amount: Decimal | None,
+        reason: str | None,
+        cause: str,
+    ) -> tuple[dict[str, Any], bool]:
+        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        terms = self.terms()
+        currency = terms.rules.currency
+        if amount is not None:
+            amount = check_amount(amount, currency)
+
+        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+            purchase = member.purchases[order_id]
+            existing = purchase["refunds"].get(refund_id)
+            if existing is not None:
+                check_same(
+                    {"amount": existing["requested_amount"], "reason": existing["reason"]},
+                    {"amount": amount, "reason": reason},
+                    f"refund {refund_id!r}",
+                )
+                return self._refund_response(member, order_id, refund_id, currency), False
+            member.refund(order_id, refund_id, amount, reason, now, terms, now, cause)
+            return self._refund_response(member, order_id, refund_id, currency), True
+
+        return self._change_member(member_id, command)
+
+    @staticmethod
+    def _refund_response(
+        member: Member, order_id: str, refund_id: str, currency: str
+    ) -> dict[str, Any]:
+        purchase = member.purchases[order_id]
+        refund = purchase["refunds"][refund_id]
+        return {
+            **member.refund_view(order_id, refund_id, currency),
+            "refunded_total": format_money(purchase["refunded"], currency),
+            "refundable_amount": format_money(purchase["amount"] - purchase["refunded"], currency),
+            "tier": member.tier,
+            "tier_changed": member.tier != refund["tier_before"],
+        }
+
+    # Redemptions.
+
+    def redeem(
+        self,
+        member_id: str,
+        redemption_id: str,
+        reward: str | None,
+        points: int | None,
+        cause: str,
+    ) -> tuple[dict[str, Any], bool]:
+        terms = self.terms()
+        requested = {"reward": reward, "requested_points": points}
+
+        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+            existing = member.redemptions.get(redemption_id)
+            if existing is not None:
+                check_same(
+                    {
+                        "reward": existing["reward"],
+                        "requested_points": None if existing["reward"] else existing["points"],
+                    },
+                    requested,
+                    f"redemption {redemption_id!r}",
+                )
+                return self._redemption_response(member, redemption_id), False
+            member.redeem(redemption_id, reward, points, terms, now, cause)
+            return self._redemption_response(member, redemption_id), True
+
+        def conflict() -> None:
+            self._check_owner("redemption", redemption_id, member_id)
+
+        return self._change_member(
+            member_id, command, new_owner=("redemption", redemption_id), on_conflict=conflict
+        )
+
+    def cancel_redemption(self, redemption_id: str, cause: str) -> tuple[dict[str, Any], bool]:
+        member_id = self._owner("redemption", redemption_id, UnknownRedemption(redemption_id))
+        terms = self.terms()
+
+        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+            if member.redemptions[redemption_id]["cancelled_at"] is not None:
+                return self._redemption_response(member, redemption_id), False
+            member.cancel_redemption(redemption_id, terms, now, cause)
+            return self._redemption_response(member, redemption_id), True
+
+        return self._change_member(member_id, command)
+
+    @staticmethod
+    def _redemption_response(member: Member, redemption_id: str) -> dict[str, Any]:
+        return {
+            **member.redemption_view(redemption_id),
+            "points_available": member.available_points(),
+        }
+
+    # The scheduler.
+
+    def record_due(self, now: datetime | None = None, cause: str | None = None) -> int:
+        """Record every time-driven change due by ``now``; a second run records nothing twice."""
+        with self._scheduler_lock:
+            moment = now or self.clock.now()
+            run = cause or f"scheduler:{moment.isoformat()}"
+            self._scan_changed_members()
+            recorded = 0
+            for uid in [uid for uid, due in self._due.items() if due <= moment]:
+                recorded += self._catch_up(uid, moment, run)
+            return recorded
+
+    def _scan_changed_members(self) -> None:
+        """Re-read the next due time of every member changed since the last scan."""
+        while True:
+            notifications = self.recorder.select_notifications(
+                start=self._scanned_to + 1, limit=1000
+            )
+            if not notifications:
+                return
+            changed = {n.originator_id for n in notifications if n.topic.startswith(MEMBER_TOPIC)}
+            for uid in changed:
+                self._remember_due(UUID(str(uid)))
+            self._scanned_to = notifications[-1].id
+
+    def _remember_due(self, uid: UUID) -> None:
+        with self._lock(uid):
+            member: Member = self.repository.get(uid, deepcopy_from_cache=False)
+            due = member.next_due_at()
+        if due is None:
+            self._due.pop(uid, None)
+        else:
+            self._due[uid] = due
+
+    def _catch_up(self, uid: UUID, now: datetime, cause: str) -> int:
+        terms = self.terms()
+        member: Member = self.repository.get(uid, deepcopy_from_cache=False)
+
+        def command(member: Member, _: datetime) -> tuple[int, bool]:
+            return member.record_due(now, terms, cause, self.clock.now()), True
+
+        recorded, _ = self._change_member(member.member_id, command)
+        self._remember_due(uid)
+        return recorded
+
+    # Plumbing: locking, retries on concurrent writers, ownership of natural keys.
+
+    def _lock(self, uid: UUID) -> threading.Lock:
+        return self._locks[uid.int % self.lock_stripes]
+
+    def _member(self, uid: UUID, member_id: str) -> Member:
+        try:
+            member: Member = self.repository.get(uid, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            raise UnknownMember(member_id) from None
+        return member
+
+    def _evict(self, uid: UUID) -> None:
+        cache = self.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(uid, evict=True)
+
+    def _change_member(
+        self,
+        member_id: str,
+        command: Callable[[Member, datetime], tuple[T, bool]],
+        new_owner: tuple[str, str] | None = None,
+        on_conflict: Callable[[], None] | None = None,
+    ) -> tuple[T, bool]:
+        """Run a command on the cached member in place; any failure evicts it from the cache.
+
+        Two writers of one member in different processes meet as a version conflict in the
+        event store; the loser reloads and runs its command again.
+        """
+        uid = member_uuid(member_id)
+        for attempt in range(self.max_attempts):
+            with self._lock(uid):
+                member = self._member(uid, member_id)
+                try:
+                    result, created = command(member, self.clock.now())
+                    if member.pending_events:
+                        extra: list[Aggregate] = []
+                        if created and new_owner is not None:
+                            extra.append(Ownership.record(*new_owner, member_id, self.clock.now()))
+                        self.save(member, *extra)
+                    return result, created
+                except IntegrityError:
+                    self._evict(uid)
+                except BaseException:
+                    self._evict(uid)
+                    raise
+            if on_conflict is not None:
+                on_conflict()
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise Conflict(f"member {member_id!r} is changing too fast; try again")
+
+    def _owner(self, kind: str, key: str, missing: Exception) -> str:
+        try:
+            owner: Ownership = self.repository.get(
+                Ownership.key_id(kind, key), deepcopy_from_cache=False
+            )
+        except AggregateNotFoundError:
+            raise missing from None
+        return owner.member_id
+
+    def _check_owner(self, kind: str, key: str, member_id: str) -> None:
+        try:
+            owner = self._owner(kind, key, LookupError())
+        except LookupError:
+            return
+        if owner != member_id:
+            raise Conflict(f"{kind} {key!r} belongs to another member", "member_id")
+
+
+def describe_event(event: Any) -> dict[str, Any]:
+    """An event as the API and auditors see it: type, times and its own data."""
+    hidden = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+    data = {k: to_json(v) for k, v in event.__dict__.items() if k not in hidden}
+    occurred = getattr(event, "occurred_at", None) or getattr(event, "at", None)
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "recorded_at": event.timestamp,
+        "occurred_at": occurred,
+        "data": data,
+    }
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
