@@ -369,12 +369,13 @@ class Ledger(Application[UUID]):
 
     def _catch_up(self, uid: UUID, now: datetime, cause: str) -> int:
         terms = self.terms()
-        member: Member = self.repository.get(uid, deepcopy_from_cache=False)
+        with self._lock(uid):
+            member_id = self._member(uid, str(uid)).member_id
 
         def command(member: Member, _: datetime) -> tuple[int, bool]:
             return member.record_due(now, terms, cause, self.clock.now()), True
 
-        recorded, _ = self._change_member(member.member_id, command)
+        recorded, _ = self._change_member(member_id, command)
         self._remember_due(uid)
         return recorded
 
