@@ -194,9 +194,8 @@ class Member(Aggregate):
         points: int
 
         def change(self, member: Member) -> None:
-            lot = member.lots[self.lot]
-            lot["status"] = "available"
-            member.settle_debt(lot)
+            member.lots[self.lot]["status"] = "available"
+            member.settle_debt(self.lot)
 
     class PointsExpired(Changed):
         lot: int
@@ -272,7 +271,7 @@ class Member(Aggregate):
                     expires_at=lot["expires_at"],
                     source=f"redemption:{self.redemption_id}",
                 )
-                member.settle_debt(member.lots[index])
+                member.settle_debt(index)
 
     def __init__(
         self,
@@ -658,13 +657,14 @@ class Member(Aggregate):
             self.lots[index]["remaining"] -= points
             self.close_lot_if_empty(index)
 
-    def settle_debt(self, lot: dict[str, Any]) -> None:
+    def settle_debt(self, index: int) -> None:
         """Points clawed back beyond the balance are repaid by the next lot to become available."""
+        lot = self.lots[index]
         settled = min(self.debt, lot["remaining"])
         if settled:
             lot["remaining"] -= settled
             self.debt -= settled
-            self.close_lot_if_empty(self.lots.index(lot))
+            self.close_lot_if_empty(index)
 
     def plan_clawback(self, own_lot: int | None, points: int) -> tuple[list[list[int]], int]:
         """From the purchase's own lot first, then the oldest other lots, then into debt."""
