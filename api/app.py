@@ -1,0 +1,147 @@
+"""The Flask application factory: blueprints, auth, problem errors, request ids, metrics."""
+
+from __future__ import annotations
+
+import http
+import re
+import time
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
+from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+
+from adapters.keys import KeyStore
+from api import members, ops, problems, program, purchases, redemptions
+from api.auth import SECURITY_SCHEME, check_access
+from api.context import EXTENSION, Backend
+from api.metrics import Metrics
+from api.problems import PROBLEM_MIMETYPE, invalid
+from api.schemas import ID_RE, IdConverter, ProblemSchema, id_parameter
+
+if TYPE_CHECKING:
+    from domain.clock import Clock
+    from domain.ledger import Ledger
+
+MAX_BODY_BYTES = 1024 * 1024
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+DESCRIPTION = (
+    "Event-sourced loyalty ledger. Money is a decimal string, times are RFC 3339 with an "
+    "offset, errors are application/problem+json. Request bodies with unknown fields are "
+    "refused (422). Creating requests carry their own id: a repeat with the same content "
+    "answers 200 with the first response, with different content 409."
+)
+
+
+class LedgerJSON(DefaultJSONProvider):
+    """Times as RFC 3339 (Flask's default is an HTTP date), money as a string, order kept."""
+
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime | date):
+            return o.isoformat()
+        if isinstance(o, Decimal):
+            return str(o)
+        return DefaultJSONProvider.default(o)
+
+
+class LedgerApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        problems.register(self._app)
+
+    def _register_responses(self) -> None:
+        # flask-smorest documents errors as application/json; ours are problem documents.
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        default = {"description": "A problem document", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_MIMETYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, default, lazy=True)
+
+
+def create_app(
+    ledger: Ledger,
+    keys: KeyStore,
+    *,
+    token_secret: bytes,
+    clock: Clock,
+    token_ttl_seconds: int = 3600,
+) -> Flask:
+    app = Flask("daifuku")
+    app.json = LedgerJSON(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        API_TITLE="Daifuku loyalty ledger",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI,
+        API_SPEC_OPTIONS={
+            "info": {"description": DESCRIPTION},
+            "components": {
+                "securitySchemes": {
+                    SECURITY_SCHEME: {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "An API key (dfk_...) or a member token (dmt1....)",
+                    }
+                }
+            },
+        },
+    )
+    metrics = Metrics()
+    app.extensions[EXTENSION] = Backend(
+        ledger=ledger,
+        keys=keys,
+        token_secret=token_secret,
+        clock=clock,
+        token_ttl_seconds=token_ttl_seconds,
+        metrics=metrics,
+    )
+    app.url_map.converters["id"] = IdConverter
+    api = LedgerApi(app)
+    api.register_converter(IdConverter, id_parameter)
+    for blueprint in (members.blp, purchases.blp, redemptions.blp, program.blp, ops.blp):
+        api.register_blueprint(blueprint)
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        metrics.request_started()
+        sent = request.headers.get("X-Request-Id", "")
+        g.request_id = sent if REQUEST_ID_RE.match(sent) else uuid.uuid4().hex
+
+    app.before_request(check_access)
+
+    @app.before_request
+    def check_path_ids() -> None:
+        for name, value in (request.view_args or {}).items():
+            if name.endswith("_id") and not ID_RE.match(str(value)):
+                raise invalid(name, "must be 1-64 characters of A-Za-z0-9._:-")
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        if request.path.startswith("/v1/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if "started" in g:
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            elapsed = time.perf_counter() - g.pop("started")
+            metrics.request_finished(request.method, endpoint, response.status_code, elapsed)
+        return response
+
+    return app

@@ -1,0 +1,132 @@
+"""The ``daifuku`` command: create API keys, serve the HTTP API, run the scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from werkzeug.serving import make_server
+
+from adapters.keys import KEY_ROLES, KeyStore
+from adapters.settings import ConfigurationError, Settings
+from api.bootstrap import bootstrap, build_app
+from api.context import EXTENSION
+from api.scheduler import INTERVAL_SECONDS, Scheduler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_environ()
+    except ConfigurationError as error:
+        parser.exit(2, f"daifuku: configuration error: {error}\n")
+    code: int = args.run(args, settings)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daifuku",
+        description="Event-sourced loyalty ledger. The database comes from DAIFUKU_DATABASE_URL "
+        "(default: SQLite file var/daifuku.db).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create an API key and print it once")
+    create.add_argument("--role", required=True, choices=KEY_ROLES)
+    create.add_argument("--name", help="who the key is for (default: the role)")
+    create.set_defaults(run=_create_key)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API (and run the scheduler)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    scheduler = commands.add_parser("scheduler", help="record time-driven changes that are due")
+    scheduler.add_argument("--once", action="store_true", help="one pass, then exit")
+    scheduler.add_argument(
+        "--interval", type=float, default=INTERVAL_SECONDS, help="seconds between passes"
+    )
+    scheduler.set_defaults(run=_schedule)
+    return parser
+
+
+def _create_key(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.name or args.role
+    keys = KeyStore(settings.database)
+    try:
+        key = keys.create(args.role, name)
+    except ValueError as error:
+        print(f"daifuku: {error}", file=sys.stderr)
+        return 2
+    finally:
+        keys.close()
+    print(f"Created {args.role} key {name!r} in {settings.database.describe()}; it is shown once:")
+    print(key)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app, ledger, keys = build_app(settings)
+    scheduler: Scheduler | None = None
+    try:
+        if keys.count() == 0:
+            print("No API keys yet; one per role (shown only now):", flush=True)
+            for role in KEY_ROLES:
+                print(f"  {role:<10} {keys.create(role, role)}", flush=True)
+        server = make_server(args.host, args.port, app, threaded=True)
+        scheduler = Scheduler(ledger, app.extensions[EXTENSION].metrics).start()
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"Ledger: {settings.database.describe()}", flush=True)
+        print(f"Listening on http://{args.host}:{server.server_port} (docs at /docs)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("Stopping.", flush=True)
+        finally:
+            server.server_close()
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        if args.once:
+            print(f"Recorded {ledger.record_due()} time-driven events.")
+            return 0
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        signal.signal(signal.SIGTERM, _interrupt)
+        scheduler = Scheduler(ledger, interval=args.interval)
+        print(f"Recording time-driven changes every {args.interval:g} s; Ctrl-C stops.", flush=True)
+        try:
+            while True:
+                scheduler.run_once()
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            print("Stopping.", flush=True)
+    finally:
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Members: enrolment, status, event history, member tokens and redemptions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from typing import Any
+
+from adapters.keys import mint_member_token
+from api.auth import allow
+from api.blueprint import ApiBlueprint
+from api.context import backend, cause, ledger
+from api.problems import invalid
+from api.schemas import (
+    EnrolmentRequest,
+    EventsQuery,
+    MemberEventPage,
+    MemberStatus,
+    MemberToken,
+    RedemptionRequest,
+    RedemptionView,
+    StatusQuery,
+    TokenRequest,
+)
+
+blp = ApiBlueprint(
+    "members",
+    __name__,
+    url_prefix="/v1/members",
+    description="Enrolment, status (now or as of an instant), history, tokens and redemptions.",
+)
+CURSOR_PREFIX = "after:"
+
+
+@blp.route("", methods=["POST"])
+@allow("storefront")
+@blp.arguments(EnrolmentRequest)
+@blp.response(201, MemberStatus, description="Enrolled")
+@blp.alt_response(200, schema=MemberStatus, description="Already enrolled with the same data")
+def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Enrol a member under the storefront's own customer id"""
+    status, created = ledger().enrol(
+        body["member_id"],
+        body["email"],
+        body.get("name"),
+        cause=cause(),
+        referral_code=body.get("referral_code"),
+    )
+    return status, 201 if created else 200
+
+
+@blp.route("/<id:member_id>")
+@allow("storefront", "auditor", member="member_id")
+@blp.arguments(StatusQuery, location="query")
+@blp.response(200, MemberStatus)
+def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
+    """A member's tier, points and stage, now or as of a past instant"""
+    return ledger().member_status(member_id, as_of=query.get("as_of"))
+
+
+@blp.route("/<id:member_id>/events")
+@allow("auditor", member="member_id")
+@blp.arguments(EventsQuery, location="query")
+@blp.response(200, MemberEventPage)
+def events(query: dict[str, Any], member_id: str) -> dict[str, Any]:
+    """The member's events, oldest first, a page at a time"""
+    limit: int = query["limit"]
+    after = _read_cursor(query.get("cursor"))
+    found = ledger().member_events(member_id, after=after, limit=limit + 1)
+    page = found[:limit]
+    more = len(found) > limit
+    return {"items": page, "next": _cursor(page[-1]["version"]) if more else None}
+
+
+@blp.route("/<id:member_id>/tokens", methods=["POST"])
+@allow("storefront")
+@blp.arguments(TokenRequest)
+@blp.response(201, MemberToken)
+def mint_token(body: dict[str, Any], member_id: str) -> dict[str, Any]:
+    """Mint a token that lets a member's own page act for that member until it expires"""
+    ledger().member_status(member_id)  # an unknown member is a 404, not a token
+    found = backend()
+    ttl = body.get("ttl_seconds", found.token_ttl_seconds)
+    expires_at = (found.clock.now() + timedelta(seconds=ttl)).replace(microsecond=0)
+    token = mint_member_token(found.token_secret, member_id, expires_at)
+    return {"token": token, "expires_at": expires_at}
+
+
+@blp.route("/<id:member_id>/redemptions", methods=["POST"])
+@allow("storefront", member="member_id")
+@blp.arguments(RedemptionRequest)
+@blp.response(201, RedemptionView, description="Redeemed")
+@blp.alt_response(200, schema=RedemptionView, description="Already redeemed with the same data")
+def redeem(body: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
+    """Spend available points on a reward or a plain number of points (oldest lots first)"""
+    redemption, created = ledger().redeem(
+        member_id,
+        body["redemption_id"],
+        reward=body.get("reward"),
+        points=body.get("points"),
+        cause=cause(),
+    )
+    return redemption, 201 if created else 200
+
+
+def _cursor(version: int) -> str:
+    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{version}".encode()).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(CURSOR_PREFIX):
+            after = int(text.removeprefix(CURSOR_PREFIX))
+            if after >= 0:
+                return after
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise invalid("cursor", "is not a cursor this API handed out")

@@ -1,0 +1,51 @@
+"""Liveness, database reachability and Prometheus metrics; no credentials needed."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response
+
+from api.auth import public
+from api.blueprint import ApiBlueprint
+from api.context import backend
+from api.metrics import CONTENT_TYPE
+from api.problems import PROBLEM_MIMETYPE, problem_response
+from api.schemas import Health, ProblemSchema
+
+blp = ApiBlueprint("ops", __name__, description="For load balancers and monitoring.")
+log = logging.getLogger(__name__)
+
+
+@blp.route("/healthz")
+@public
+@blp.response(200, Health)
+@blp.alt_response(
+    503,
+    schema=ProblemSchema,
+    content_type=PROBLEM_MIMETYPE,
+    description="The database does not answer",
+)
+def healthz() -> dict[str, str] | Response:
+    """Whether the process is up and the database answers"""
+    try:
+        backend().keys.ping()
+    except Exception as error:  # any failure to reach the database means "not ready"
+        log.warning("health check: database unreachable: %s", error)
+        return problem_response(
+            503,
+            "the database does not answer",
+            kind="database-unavailable",
+            title="Database unavailable",
+        )
+    return {"status": "ok", "database": "ok"}
+
+
+@blp.route("/metrics")
+@public
+@blp.doc(
+    responses={"200": {"description": "Prometheus text format", "content": {CONTENT_TYPE: {}}}}
+)
+def metrics() -> Response:
+    """Request counts, latency histograms and scheduler gauges in Prometheus text format"""
+    return Response(backend().metrics.render(), mimetype=None, content_type=CONTENT_TYPE)

@@ -1,0 +1,415 @@
+"""Request and response bodies; unknown fields in a request body are refused (RAISE)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.routing import BaseConverter
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+ID_RE = re.compile(ID_PATTERN)
+DECIMAL_RE = re.compile(r"^[+-]?\d{1,16}(\.\d{1,16})?$")
+# RFC 3339 section 5.6: date, "T" (or space), time, optional fraction, and a mandatory offset.
+INSTANT_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+)
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+class IdConverter(BaseConverter):
+    """Path ids match like the default converter; the view's check makes a bad one a 422."""
+
+    regex = "[^/]+"
+
+
+def id_parameter(converter: IdConverter) -> dict[str, Any]:
+    return {"type": "string", "pattern": ID_PATTERN}
+
+
+class Identifier(fields.String):
+    """A caller-chosen id: 1-64 characters of A-Za-z0-9._:-"""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault("pattern", ID_PATTERN)
+        super().__init__(
+            validate=validate.Regexp(ID_RE, error="must be 1-64 characters of A-Za-z0-9._:-"),
+            **kwargs,
+        )
+
+
+class DecimalText(fields.String):
+    """A decimal number written as a string; a JSON number is refused (money is never a float)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = kwargs.setdefault("metadata", {})
+        metadata.setdefault("pattern", DECIMAL_RE.pattern)
+        metadata.setdefault("example", "120.00")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValidationError('must be a decimal string such as "12.50", not a JSON number')
+        if not DECIMAL_RE.match(value):
+            raise ValidationError('must be a decimal string such as "12.50"')
+        return value
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else str(value)
+
+
+class Money(DecimalText):
+    """An amount of the program currency; positivity and precision are the ledger's rules."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return Decimal(super()._deserialize(value, attr, data, **kwargs))
+
+
+class Instant(fields.DateTime):
+    """An RFC 3339 time with its UTC offset; a time without one is ambiguous and refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {}).setdefault("example", "2026-11-23T10:00:00+00:00")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise ValidationError("must be an RFC 3339 time string")
+        match = INSTANT_RE.match(value)
+        if match is None:
+            raise ValidationError("must be an RFC 3339 time such as 2026-11-23T10:00:00+00:00")
+        if match.group("offset") is None:
+            raise ValidationError("must include a UTC offset, e.g. 2026-11-23T10:00:00+00:00")
+        try:
+            return datetime.fromisoformat(value.upper().replace(" ", "T"))
+        except ValueError:
+            raise ValidationError("is not a valid date and time") from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        return str(value.isoformat())
+
+
+class Count(fields.Integer):
+    """A whole number in JSON; 1.0, "1" and true are refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return int(super()._validated(value))
+
+
+class StrictBody(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# Requests.
+
+
+class EnrolmentRequest(StrictBody):
+    member_id = Identifier(required=True)
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    name = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
+    referral_code = fields.String(allow_none=True, validate=validate.Length(min=1, max=32))
+
+
+class StatusQuery(Schema):
+    as_of = Instant(metadata={"description": "the status as it was at this instant"})
+
+
+class EventsQuery(Schema):
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "page size, 1-1000"},
+    )
+    cursor = fields.String(
+        validate=validate.Length(max=200),
+        metadata={"description": "the `next` of the previous page"},
+    )
+
+
+class TokenRequest(StrictBody):
+    ttl_seconds = Count(
+        validate=validate.Range(min=1, max=86400),
+        metadata={"description": "lifetime of the token; default 3600"},
+    )
+
+
+class RedemptionRequest(StrictBody):
+    redemption_id = Identifier(required=True)
+    reward = fields.String(
+        allow_none=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "a reward id from the program's catalogue"},
+    )
+    points = Count(
+        allow_none=True,
+        validate=validate.Range(min=1, max=100_000_000),
+        metadata={"description": "a plain number of points, instead of a reward"},
+    )
+
+    @validates_schema
+    def one_of_reward_or_points(self, data: dict[str, Any], **_: Any) -> None:
+        given = [name for name in ("reward", "points") if data.get(name) is not None]
+        if len(given) != 1:
+            raise ValidationError("give exactly one of reward or points", "reward")
+
+
+class LineItemSchema(StrictBody):
+    sku = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    category = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    quantity = Count(required=True, validate=validate.Range(min=1, max=1_000_000))
+    unit_price = Money(required=True)
+
+
+class PurchaseRequest(StrictBody):
+    order_id = Identifier(required=True)
+    member_id = Identifier(required=True)
+    amount = Money(required=True)
+    currency = fields.String(
+        required=True,
+        validate=validate.Regexp(CURRENCY_RE, error="must be a three-letter ISO 4217 code"),
+        metadata={"example": "USD"},
+    )
+    occurred_at = Instant(allow_none=True)
+    items = fields.List(
+        fields.Nested(LineItemSchema), allow_none=True, validate=validate.Length(max=1000)
+    )
+    guarantee = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
+
+
+class RefundRequest(StrictBody):
+    refund_id = Identifier(required=True)
+    amount = Money(allow_none=True, metadata={"description": "default: the rest of the order"})
+    reason = fields.String(allow_none=True, validate=validate.Length(max=500))
+
+
+# Program rules: the same shape in GET and PUT, checked as a whole by the ledger.
+
+
+class EarningRules(StrictBody):
+    points_per_currency_unit = Count(required=True)
+    cross_sell_bonus = Count(required=True)
+    return_window_days = Count(required=True)
+    lot_lifetime_days = Count(required=True)
+    point_value = DecimalText(required=True)
+
+
+class LifecycleRules(StrictBody):
+    dormant_days = Count(required=True)
+    lost_days = Count(required=True)
+
+
+class TierRules(StrictBody):
+    name = fields.String(required=True)
+    threshold = DecimalText(required=True)
+    multiplier = DecimalText(required=True)
+
+
+class GuaranteeRules(StrictBody):
+    name = fields.String(required=True)
+    refund_percent = Count(required=True)
+    window_days = Count(required=True)
+    evidence_required = fields.Boolean(required=True, truthy={True}, falsy={False})
+
+
+class RewardRules(StrictBody):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    points = Count(required=True)
+
+
+class ReferralRules(StrictBody):
+    referrer_points = Count(required=True)
+    referee_points = Count(required=True)
+    qualifying_amount = DecimalText(required=True)
+    cap = Count(required=True)
+    cap_days = Count(required=True)
+
+
+class ProgramRulesSchema(StrictBody):
+    currency = fields.String(required=True, metadata={"example": "USD"})
+    earning = fields.Nested(EarningRules, required=True)
+    tier_period_days = Count(required=True)
+    lifecycle = fields.Nested(LifecycleRules, required=True)
+    tiers = fields.List(fields.Nested(TierRules), required=True)
+    guarantees = fields.List(fields.Nested(GuaranteeRules), required=True)
+    rewards = fields.List(fields.Nested(RewardRules), required=True)
+    referrals = fields.Nested(ReferralRules, required=True)
+
+
+# Responses.
+
+
+class NextTier(Schema):
+    name = fields.String()
+    spend_needed = DecimalText()
+
+
+class TierStatus(Schema):
+    name = fields.String()
+    since = Instant(allow_none=True)
+    review_at = Instant(allow_none=True)
+    qualifying_spend = DecimalText()
+    next = fields.Nested(NextTier, allow_none=True)
+    spend_to_keep = DecimalText()
+
+
+class PendingLot(Schema):
+    points = fields.Integer()
+    available_at = Instant()
+
+
+class PointsStatus(Schema):
+    available = fields.Integer()
+    pending = fields.Integer()
+    lifetime_earned = fields.Integer()
+    clawed_back = fields.Integer()
+    redeemed = fields.Integer()
+    expired = fields.Integer()
+    pending_lots = fields.List(fields.Nested(PendingLot))
+
+
+class MemberStatus(Schema):
+    member_id = fields.String()
+    email = fields.String()
+    name = fields.String(allow_none=True)
+    enrolled_at = Instant()
+    stage = fields.String(
+        metadata={"enum": ["prospect", "new", "repeat", "loyal", "dormant", "lost"]}
+    )
+    tier = fields.Nested(TierStatus)
+    points = fields.Nested(PointsStatus)
+    referral_code = fields.String()
+    as_of = Instant()
+
+
+class MemberEvent(Schema):
+    version = fields.Integer()
+    type = fields.String()
+    recorded_at = Instant()
+    occurred_at = Instant(allow_none=True)
+    data = fields.Dict(keys=fields.String())
+
+
+class MemberEventPage(Schema):
+    items = fields.List(fields.Nested(MemberEvent))
+    next = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
+
+
+class MemberToken(Schema):
+    token = fields.String()
+    expires_at = Instant()
+
+
+class GuaranteeTerms(Schema):
+    policy = fields.String()
+    refund_percent = fields.Integer()
+    expires_at = Instant()
+
+
+class PurchaseRecorded(Schema):
+    order_id = fields.String()
+    member_id = fields.String()
+    amount = DecimalText()
+    currency = fields.String()
+    occurred_at = Instant()
+    recorded_at = Instant()
+    program_version = fields.Integer()
+    points_awarded = fields.Integer()
+    bonus_points = fields.Integer()
+    points_available_at = Instant(allow_none=True)
+    tier = fields.String()
+    tier_changed = fields.Boolean()
+    guarantee = fields.Nested(GuaranteeTerms, allow_none=True)
+
+
+class LineItemView(Schema):
+    sku = fields.String()
+    category = fields.String()
+    quantity = fields.Integer()
+    unit_price = DecimalText()
+
+
+class RefundView(Schema):
+    refund_id = fields.String()
+    order_id = fields.String()
+    amount = DecimalText()
+    reason = fields.String(allow_none=True)
+    occurred_at = Instant()
+    recorded_at = Instant()
+    points_clawed_back = fields.Integer()
+
+
+class RefundRecorded(RefundView):
+    refunded_total = DecimalText()
+    refundable_amount = DecimalText()
+    tier = fields.String()
+    tier_changed = fields.Boolean()
+
+
+class GuaranteeView(GuaranteeTerms):
+    evidence_required = fields.Boolean()
+
+
+class PurchaseView(Schema):
+    order_id = fields.String()
+    member_id = fields.String()
+    amount = DecimalText()
+    currency = fields.String()
+    occurred_at = Instant()
+    effective_at = Instant()
+    recorded_at = Instant()
+    program_version = fields.Integer()
+    items = fields.List(fields.Nested(LineItemView))
+    points_awarded = fields.Integer()
+    bonus_points = fields.Integer()
+    points_clawed_back = fields.Integer()
+    points_available_at = Instant(allow_none=True)
+    refunded_amount = DecimalText()
+    refundable_amount = DecimalText()
+    refunds = fields.List(fields.Nested(RefundView))
+    guarantee = fields.Nested(GuaranteeView, allow_none=True)
+    claim = fields.Dict(allow_none=True)
+
+
+class RedemptionView(Schema):
+    redemption_id = fields.String()
+    member_id = fields.String()
+    points = fields.Integer()
+    reward = fields.String(allow_none=True)
+    redeemed_at = Instant()
+    cancelled_at = Instant(allow_none=True)
+    points_available = fields.Integer(metadata={"description": "the member's balance afterwards"})
+
+
+class ProgramView(Schema):
+    version = fields.Integer()
+    published_at = Instant()
+    rules = fields.Nested(ProgramRulesSchema)
+
+
+class Health(Schema):
+    status = fields.String(metadata={"example": "ok"})
+    database = fields.String(metadata={"example": "ok"})
+
+
+class ProblemSchema(Schema):
+    type = fields.String(metadata={"example": "https://daifuku.dev/problems/insufficient-points"})
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "for invalid input: messages by dotted field path"},
+    )

@@ -1,0 +1,36 @@
+"""``gunicorn api.wsgi:app``: the server built from the environment.
+
+Set DAIFUKU_RUN_SCHEDULER=1 in exactly one place (one worker, or run ``daifuku scheduler``
+separately) to record time-driven changes in the background.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from flask import Flask
+
+from adapters.settings import Settings
+from api.bootstrap import build_app
+from api.context import EXTENSION
+from api.scheduler import Scheduler
+
+
+def _start() -> Flask:
+    application, ledger, keys = build_app(Settings.from_environ())
+    scheduler: Scheduler | None = None
+    if os.environ.get("DAIFUKU_RUN_SCHEDULER") == "1":
+        scheduler = Scheduler(ledger, application.extensions[EXTENSION].metrics).start()
+
+    def stop() -> None:
+        if scheduler is not None:
+            scheduler.stop()
+        ledger.close()
+        keys.close()
+
+    atexit.register(stop)
+    return application
+
+
+app = _start()

@@ -1,0 +1,117 @@
+"""The daifuku command: keys, the scheduler and the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from adapters.keys import KeyStore
+from adapters.settings import Settings
+from api.app import create_app
+from api.bootstrap import bootstrap
+from api.cli import main
+from domain.clock import FixedClock
+from tests.e2e.conftest import START
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def environment(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DAIFUKU_DATABASE_URL", database_url)
+    monkeypatch.delenv("DAIFUKU_SECRET_KEY", raising=False)
+    return database_url
+
+
+def test_keys_create_prints_the_key_last_and_it_authenticates(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--role", "auditor", "--name", "ops team"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    key = lines[-1]
+    assert key.startswith("dfk_") and " " not in key
+    assert "auditor" in lines[0] and "ops team" in lines[0]
+
+    settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": environment})
+    clock = FixedClock(START)
+    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    try:
+        app = create_app(ledger, keys, token_secret=secret, clock=clock)
+        client = app.test_client()
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.get("/v1/program", headers=headers).status_code == 200
+        assert client.put("/v1/program", json={}, headers=headers).status_code == 403
+    finally:
+        ledger.close()
+        keys.close()
+
+
+def test_keys_are_stored_hashed(environment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["keys", "create", "--role", "storefront"])
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    store = KeyStore(Settings.from_environ({"DAIFUKU_DATABASE_URL": environment}).database)
+    try:
+        assert store.role_of(key) == ("storefront", "storefront")
+        assert store.role_of(key + "x") is None
+        stored = store._db.run("SELECT key_hash FROM daifuku_api_keys")
+        assert all(key not in str(row) for row in stored)
+    finally:
+        store.close()
+
+
+def test_keys_create_refuses_an_unknown_role(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["keys", "create", "--role", "member"])
+    assert exit_.value.code == 2
+
+
+def test_scheduler_once_records_what_is_due(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["scheduler", "--once"]) == 0
+    assert capsys.readouterr().out.strip() == "Recorded 0 time-driven events."
+
+
+def test_serve_answers_and_stops_on_sigterm(sqlite_url: str) -> None:
+    env = {**os.environ, "DAIFUKU_DATABASE_URL": sqlite_url, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            printed.append(line.strip())
+            if line.startswith("Listening on "):
+                break
+        url = printed[-1].split()[2]
+        assert url.startswith("http://127.0.0.1:"), printed
+        roles = [line.split()[0] for line in printed if line.split()[-1].startswith("dfk_")]
+        assert roles == ["storefront", "auditor", "admin"]
+        assert any("SQLite file" in line for line in printed)
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
