@@ -16,7 +16,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from adapters.keys import KeyStore
-from api import members, ops, problems, program, purchases, redemptions
+from api import events, members, ops, problems, program, purchases, redemptions
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
@@ -115,7 +115,14 @@ def create_app(
     app.url_map.converters["id"] = IdConverter
     api = LedgerApi(app)
     api.register_converter(IdConverter, id_parameter)
-    for blueprint in (members.blp, purchases.blp, redemptions.blp, program.blp, ops.blp):
+    for blueprint in (
+        members.blp,
+        purchases.blp,
+        redemptions.blp,
+        program.blp,
+        events.blp,
+        ops.blp,
+    ):
         api.register_blueprint(blueprint)
 
     @app.before_request

@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.clock import Clock, SystemClock
 from domain.errors import (
     Conflict,
+    DomainError,
     OccurredAtOutOfRange,
     UnknownGuarantee,
     UnknownMember,
@@ -163,6 +164,25 @@ class Ledger(Application[UUID]):
             self._member(uid, member_id)  # 404 for an unknown member, empty page otherwise
         return [describe_event(event) for event in events]
 
+    def event_log(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The whole ledger in the order it was recorded, each event with its position."""
+        page = []
+        for notification in self.recorder.select_notifications(start=after + 1, limit=limit):
+            event = self.mapper.to_domain_event(notification)
+            described = describe_event(event)
+            page.append(
+                {
+                    "position": notification.id,
+                    "type": described["type"],
+                    "aggregate": type(event).__qualname__.split(".")[0],
+                    "member_id": getattr(event, "member_id", None),
+                    "recorded_at": described["recorded_at"],
+                    "occurred_at": described["occurred_at"],
+                    "data": described["data"],
+                }
+            )
+        return page
+
     # Purchases and refunds.
 
     def record_purchase(
@@ -268,14 +288,16 @@ class Ledger(Application[UUID]):
     def _refund_response(
         member: Member, order_id: str, refund_id: str, currency: str
     ) -> dict[str, Any]:
+        """What the refund left, the same whenever it is asked again."""
         purchase = member.purchases[order_id]
         refund = purchase["refunds"][refund_id]
+        left = purchase["amount"] - refund["refunded_total"]
         return {
             **member.refund_view(order_id, refund_id, currency),
-            "refunded_total": format_money(purchase["refunded"], currency),
-            "refundable_amount": format_money(purchase["amount"] - purchase["refunded"], currency),
-            "tier": member.tier,
-            "tier_changed": member.tier != refund["tier_before"],
+            "refunded_total": format_money(refund["refunded_total"], currency),
+            "refundable_amount": format_money(left, currency),
+            "tier": refund["tier_after"],
+            "tier_changed": refund["tier_after"] != refund["tier_before"],
         }
 
     # Redemptions.
@@ -327,9 +349,14 @@ class Ledger(Application[UUID]):
 
     @staticmethod
     def _redemption_response(member: Member, redemption_id: str) -> dict[str, Any]:
+        """The balance right after the redemption, or after its cancellation once cancelled."""
+        redemption = member.redemptions[redemption_id]
+        cancelled = redemption["cancelled_at"] is not None
         return {
             **member.redemption_view(redemption_id),
-            "points_available": member.available_points(),
+            "points_available": redemption[
+                "available_after_cancel" if cancelled else "available_after"
+            ],
         }
 
     # The scheduler.
@@ -423,6 +450,11 @@ class Ledger(Application[UUID]):
                     return result, created
                 except IntegrityError:
                     self._evict(uid)
+                except DomainError:
+                    self._evict(uid)
+                    if on_conflict is not None:
+                        on_conflict()  # another member's id is a conflict, whatever else fails
+                    raise
                 except BaseException:
                     self._evict(uid)
                     raise

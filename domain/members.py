@@ -84,8 +84,9 @@ class Member(Aggregate):
         program_version: int
 
     class Changed(Aggregate.Event):
-        """Base of every later member event: business time, cause and program version."""
+        """Base of every later member event: whose, business time, cause and program version."""
 
+        member_id: str
         at: datetime
         cause: str
         program_version: int
@@ -173,10 +174,17 @@ class Member(Aggregate):
         review_at: datetime | None
 
         def change(self, member: Member) -> None:
-            if self.reason == "refund":
-                member.upgrades.pop()
-            else:
+            if self.reason != "refund":
                 member.upgrades.clear()
+            elif member.upgrades and member.upgrades[-1]["from"] == self.to_tier:
+                member.upgrades.pop()
+            # A refund that leaves part of a jump keeps the upgrade, so a later one can undo it.
+            if member.last_refund is not None:
+                order_id, refund_id = member.last_refund
+                refund = member.purchases[order_id]["refunds"][refund_id]
+                # Recorded by the refund's own command: what its response says the tier is.
+                if (refund["at"], refund["recorded_at"]) == (self.at, self.timestamp):
+                    refund["tier_after"] = self.to_tier
             member.tier = self.to_tier
             member.tier_since = self.since
             member.review_at = self.review_at
@@ -229,10 +237,15 @@ class Member(Aggregate):
                 "requested_amount": self.requested_amount,
                 "reason": self.reason,
                 "occurred_at": self.occurred_at,
+                "at": self.at,
                 "recorded_at": self.timestamp,
                 "points_clawed_back": self.points_clawed_back,
                 "tier_before": member.tier,
+                # What the refund left, so that a repeat answers as the first request did.
+                "refunded_total": purchase["refunded"],
+                "tier_after": member.tier,
             }
+            member.last_refund = [self.order_id, self.refund_id]
             member.take_from_lots(self.taken)
             member.clawed_back += self.points_clawed_back
             member.debt += self.debt
@@ -253,6 +266,9 @@ class Member(Aggregate):
                 "taken": self.taken,
                 "redeemed_at": self.at,
                 "cancelled_at": None,
+                # The balance the first response showed, for repeats.
+                "available_after": member.available_points(),
+                "available_after_cancel": None,
             }
 
     class RedemptionCancelled(Changed):
@@ -263,6 +279,7 @@ class Member(Aggregate):
             redemption = member.redemptions[self.redemption_id]
             redemption["cancelled_at"] = self.at
             member.redeemed -= redemption["points"]
+            expiring = 0
             for lot in self.returned:
                 index = member.open_lot(
                     points=lot["points"],
@@ -272,6 +289,10 @@ class Member(Aggregate):
                     source=f"redemption:{self.redemption_id}",
                 )
                 member.settle_debt(index)
+                if lot["expires_at"] <= self.at:
+                    expiring += member.lots[index]["remaining"]
+            # Returned points past their expiry expire at once, right after this event.
+            redemption["available_after_cancel"] = member.available_points() - expiring
 
     def __init__(
         self,
@@ -305,6 +326,12 @@ class Member(Aggregate):
         self.redeemed = 0
         self.expired = 0
         self.debt = 0
+        self.last_refund: list[str] | None = None
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        # Every member event names its member, so the global log reads without a lookup.
+        kwargs.setdefault("member_id", self.member_id)
+        super().trigger_event(event_class, **kwargs)
 
     # Commands. Each checks everything first, then records due changes, then triggers.
 
@@ -360,8 +387,10 @@ class Member(Aggregate):
         cause: str,
     ) -> None:
         rules = terms.rules
+        # Whatever is due by now is recorded first, as a scheduler run just before would have,
+        # so where a late order takes effect never depends on when the scheduler last ran.
+        self.record_due(max(occurred_at, recorded_at), terms, cause, recorded_at)
         at = self.effective_time(occurred_at)
-        self.record_due(at, terms, cause, recorded_at)
         multiplier = rules.tier(self.tier).multiplier
         points = floor_whole(Decimal(floor_whole(amount)) * multiplier)
         new_categories = sorted({item.category for item in items} - set(self.categories))
@@ -455,7 +484,7 @@ class Member(Aggregate):
             taken=taken,
             debt=debt,
         )
-        self.downgrade_after_refund(purchase["at"], at, terms, recorded_at, cause)
+        self.downgrade_after_refund(at, terms, recorded_at, cause)
         self.record_due(at, terms, cause, recorded_at)
 
     def redeem(
@@ -590,20 +619,25 @@ class Member(Aggregate):
 
     def downgrade_after_refund(
         self,
-        purchase_at: datetime,
         at: datetime,
         terms: Terms,
         recorded_at: datetime,
         cause: str,
     ) -> None:
-        """Undo the upgrades that the refunded spend had caused and that no longer qualify."""
+        """Undo the upgrades whose spend, net of refunds, no longer reaches the tier they gave."""
         rules = terms.rules
         period = timedelta(days=rules.tier_period_days)
         while self.upgrades:
             upgrade = self.upgrades[-1]
-            caused = upgrade["upgraded_at"] - period < purchase_at <= upgrade["upgraded_at"]
-            reached = rules.tier_for_spend(self.qualifying_spend(at, rules))
-            if not caused or rules.tier_rank(reached.name) >= rules.tier_rank(self.tier):
+            # The tier stands if the spend behind the upgrade (net of refunds; spend that has
+            # only aged out of the window since is covered by the grace) or today's still
+            # reaches it.
+            reached = max(
+                rules.tier_for_spend(self.qualifying_spend(upgrade["upgraded_at"], rules)),
+                rules.tier_for_spend(self.qualifying_spend(at, rules)),
+                key=lambda tier: rules.tier_rank(tier.name),
+            )
+            if rules.tier_rank(reached.name) >= rules.tier_rank(self.tier):
                 return
             target = upgrade["from"]
             if rules.tier_rank(reached.name) > rules.tier_rank(target):

@@ -1,0 +1,1 @@
+"""Benchmarks of Daifuku on PostgreSQL: ``python -m bench.run`` (``make bench``)."""

@@ -1,0 +1,872 @@
+"""Step definitions for features/*.feature: the HTTP API through Flask's test client.
+
+The app and the ledger share one FixedClock, so "N days pass" moves business time for both; the
+scheduler is the ledger's own ``record_due``. Every scenario runs on SQLite and on PostgreSQL
+through the ``database_url`` fixture of tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import parse
+import psycopg
+import pytest
+from flask.testing import FlaskClient
+from psycopg import sql
+from pytest_bdd import given, parsers, then, when
+from werkzeug.test import TestResponse
+
+from adapters.keys import KEY_ROLES
+from adapters.settings import Settings
+from api.app import create_app
+from api.bootstrap import bootstrap
+from domain.clock import FixedClock
+from domain.ledger import Ledger
+from tests.conftest import fresh_postgres_database
+
+# Before every time a scenario names, so the program's first version is already in force.
+START = datetime(2026, 1, 1, tzinfo=UTC)
+PROBLEM = "application/problem+json"
+ID_FIELDS = ("member_id", "order_id", "refund_id", "redemption_id")
+CALLER_PATTERN = (
+    r"storefront|auditor|admin|member [A-Za-z0-9._:-]+|anonymous caller"
+    r"|holder of an unknown key|holder of a tampered member token for [A-Za-z0-9._:-]+"
+)
+
+
+@parse.with_pattern(r'[^"]*')
+def _quoted(text: str) -> str:
+    return text
+
+
+@parse.with_pattern(CALLER_PATTERN)
+def _caller(text: str) -> str:
+    return text
+
+
+@parse.with_pattern(r"\S+")
+def _instant(text: str) -> datetime:
+    return instant(text)
+
+
+TYPES = {"q": _quoted, "caller": _caller, "instant": _instant}
+
+
+def step(text: str) -> Any:
+    """A step pattern; ``{name:q}`` is the text between double quotes."""
+    return parsers.parse(text, extra_types=TYPES)
+
+
+def instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    assert moment.tzinfo is not None, f"{text!r} has no UTC offset"
+    return moment
+
+
+@dataclass
+class Token:
+    value: str
+    expires_at: datetime
+    pinned: bool  # minted by the scenario itself: used as is, even once it has expired
+
+
+@dataclass
+class World:
+    client: FlaskClient
+    clock: FixedClock
+    ledger: Ledger
+    api_keys: dict[str, str]
+    tokens: dict[str, Token] = field(default_factory=dict)
+    response: TestResponse | None = None
+    first: dict[tuple[str, str, str], TestResponse] = field(default_factory=dict)
+    first_of_last: TestResponse | None = None
+    scheduler_recorded: int | None = None
+    answers: list[tuple[str, int, TestResponse]] = field(default_factory=list)
+
+    # Requests.
+
+    def call(
+        self, method: str, path: str, caller: str = "storefront", body: Any = None
+    ) -> TestResponse:
+        headers = self.credentials(caller)
+        response = self.client.open(path, method=method, json=body, headers=headers)
+        assert response.status_code < 500, (
+            f"{method} {path}: {response.status_code} {response.data!r}"
+        )
+        if response.status_code >= 400:
+            assert response.mimetype == PROBLEM, f"{method} {path}: error as {response.mimetype}"
+        self.response = response
+        self.first_of_last = None
+        if method == "POST" and isinstance(body, dict):
+            ident = next((str(body[k]) for k in ID_FIELDS if k in body), None)
+            if ident is not None:
+                key = (method, path, ident)
+                self.first_of_last = self.first.setdefault(key, response)
+        return response
+
+    def credentials(self, caller: str) -> dict[str, str]:
+        if caller == "anonymous caller":
+            return {}
+        if caller == "holder of an unknown key":
+            return {"Authorization": "Bearer dfk_this-key-was-never-issued"}
+        if caller.startswith("holder of a tampered member token for "):
+            token = self.member_token(caller.rsplit(" ", 1)[1])
+            cut = token.rindex(".") + 1  # the first character of the signature
+            tampered = token[:cut] + ("A" if token[cut] != "A" else "B") + token[cut + 1 :]
+            return {"Authorization": f"Bearer {tampered}"}
+        if caller.startswith("member "):
+            return {"Authorization": f"Bearer {self.member_token(caller.split(' ', 1)[1])}"}
+        return {"Authorization": f"Bearer {self.api_keys[caller]}"}
+
+    def member_token(self, member_id: str, ttl_seconds: int | None = None) -> str:
+        held = self.tokens.get(member_id)
+        fresh = held is not None and (
+            held.pinned or held.expires_at > self.clock.now() + timedelta(seconds=5)
+        )
+        if ttl_seconds is None and held is not None and fresh:
+            return held.value
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        response = self.client.post(
+            f"/v1/members/{member_id}/tokens",
+            json=body,
+            headers={"Authorization": f"Bearer {self.api_keys['storefront']}"},
+        )
+        assert response.status_code == 201, response.json
+        token = Token(
+            response.json["token"], instant(response.json["expires_at"]), ttl_seconds is not None
+        )
+        self.tokens[member_id] = token
+        return token.value
+
+    def body(self) -> dict[str, Any]:
+        assert self.response is not None, "no request was sent"
+        found: dict[str, Any] = self.response.get_json()
+        return found
+
+    # Reads for the assertions.
+
+    def status(self, member_id: str) -> dict[str, Any]:
+        response = self.client.get(
+            f"/v1/members/{member_id}",
+            headers={"Authorization": f"Bearer {self.api_keys['storefront']}"},
+        )
+        assert response.status_code == 200, response.json
+        status: dict[str, Any] = response.json
+        points = status["points"]
+        # API.md: available + pending = lifetime_earned - clawed_back - redeemed - expired
+        assert points["available"] + points["pending"] == (
+            points["lifetime_earned"]
+            - points["clawed_back"]
+            - points["redeemed"]
+            - points["expired"]
+        ), points
+        return status
+
+    def events(self, member_id: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            query = "?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+            response = self.client.get(
+                f"/v1/members/{member_id}/events{query}",
+                headers={"Authorization": f"Bearer {self.api_keys['auditor']}"},
+            )
+            assert response.status_code == 200, response.json
+            events.extend(response.json["items"])
+            cursor = response.json["next"]
+            if not cursor:
+                return events
+
+    def purchase(self, order_id: str) -> dict[str, Any]:
+        response = self.client.get(
+            f"/v1/purchases/{order_id}",
+            headers={"Authorization": f"Bearer {self.api_keys['storefront']}"},
+        )
+        assert response.status_code == 200, response.json
+        found: dict[str, Any] = response.json
+        return found
+
+    def program(self) -> dict[str, Any]:
+        response = self.client.get(
+            "/v1/program", headers={"Authorization": f"Bearer {self.api_keys['auditor']}"}
+        )
+        assert response.status_code == 200, response.json
+        found: dict[str, Any] = response.json
+        return found
+
+
+@pytest.fixture(scope="session")
+def bdd_postgres_database(postgres_server: str) -> Iterator[str]:
+    with fresh_postgres_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(bdd_postgres_database: str) -> Iterator[str]:
+    """A fresh schema in one database for all scenarios: a CREATE DATABASE each costs 0.4 s."""
+    schema = f"bdd_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(bdd_postgres_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        separator = "&" if "?" in bdd_postgres_database else "?"
+        yield f"{bdd_postgres_database}{separator}schema={schema}"
+    finally:
+        with psycopg.connect(bdd_postgres_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# autouse puts ``world`` (and so the parametrized ``database_url``) in every scenario's static
+# fixture closure: steps ask for their fixtures only at run time, too late to parametrize.
+@pytest.fixture(autouse=True)
+def world(database_url: str) -> Iterator[World]:
+    clock = FixedClock(START)
+    settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
+    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    try:
+        app = create_app(ledger, keys, token_secret=secret, clock=clock)
+        api_keys = {role: keys.create(role, f"bdd {role}") for role in KEY_ROLES}
+        yield World(app.test_client(), clock, ledger, api_keys)
+    finally:
+        ledger.close()
+        keys.close()
+
+
+def purchase_body(order_id: str, amount: Any, member_id: str, **extra: Any) -> dict[str, Any]:
+    return {"order_id": order_id, "member_id": member_id, "amount": amount, "currency": "USD"} | {
+        k: v for k, v in extra.items() if v is not None
+    }
+
+
+def problem_fields(world: World) -> dict[str, Any]:
+    body = world.body()
+    errors: dict[str, Any] = body.get("errors") or {}
+    return errors
+
+
+# Background.
+
+
+@given("the program's defaults")
+def program_defaults(world: World) -> None:
+    program = world.program()
+    rules = program["rules"]
+    assert program["version"] == 1
+    assert rules["currency"] == "USD"
+    earning = rules["earning"]
+    assert earning["points_per_currency_unit"] == 1
+    assert earning["cross_sell_bonus"] == 50
+    assert earning["return_window_days"] == 30
+    assert earning["lot_lifetime_days"] == 730
+    assert rules["tier_period_days"] == 365
+    tiers = [(t["name"], Decimal(t["threshold"]), Decimal(t["multiplier"])) for t in rules["tiers"]]
+    assert tiers == [
+        ("bronze", Decimal(0), Decimal("1.0")),
+        ("silver", Decimal(500), Decimal("1.25")),
+        ("gold", Decimal(2000), Decimal("1.5")),
+        ("platinum", Decimal(5000), Decimal("2.0")),
+    ]
+    guarantees = {g["name"]: g["window_days"] for g in rules["guarantees"]}
+    assert guarantees["trial-90"] == 90
+    rewards = {r["id"]: r["points"] for r in rules["rewards"]}
+    assert rewards == {"coffee": 500, "voucher-10": 1000, "free-shipping": 300}
+
+
+@given(step("it is {moment:instant}"))
+def it_is(world: World, moment: datetime) -> None:
+    assert moment >= world.clock.now(), "a scenario may not move time backwards"
+    world.clock.set(moment)
+
+
+@given(step('member "{member_id:q}" is enrolled'))
+def member_is_enrolled(world: World, member_id: str) -> None:
+    body = {"member_id": member_id, "email": f"{member_id}@example.com"}
+    response = world.call("POST", "/v1/members", "storefront", body)
+    assert response.status_code == 201, response.json
+    assert response.json["member_id"] == member_id
+    assert response.json["tier"]["name"] == "bronze"
+
+
+@given(step('"{member_id:q}" bought "{order_id:q}" for "{amount:q}"'))
+def member_bought(world: World, member_id: str, order_id: str, amount: str) -> None:
+    response = world.call(
+        "POST", "/v1/purchases", "storefront", purchase_body(order_id, amount, member_id)
+    )
+    assert response.status_code == 201, response.json
+    assert response.json["amount"] == amount
+
+
+@given(step('"{member_id:q}" redeemed {points:d} points as "{redemption_id:q}"'))
+def member_redeemed_points(world: World, member_id: str, points: int, redemption_id: str) -> None:
+    body = {"redemption_id": redemption_id, "points": points}
+    response = world.call(
+        "POST", f"/v1/members/{member_id}/redemptions", f"member {member_id}", body
+    )
+    assert response.status_code == 201, response.json
+    assert response.json["points"] == points
+
+
+@given(step('"{member_id:q}" redeemed the reward "{reward:q}" as "{redemption_id:q}"'))
+def member_redeemed_reward(world: World, member_id: str, reward: str, redemption_id: str) -> None:
+    body = {"redemption_id": redemption_id, "reward": reward}
+    response = world.call(
+        "POST", f"/v1/members/{member_id}/redemptions", f"member {member_id}", body
+    )
+    assert response.status_code == 201, response.json
+    assert response.json["reward"] == reward
+
+
+@given(step('the storefront refunded "{amount:q}" of order "{order_id:q}" as "{refund_id:q}"'))
+def storefront_refunded(world: World, amount: str, order_id: str, refund_id: str) -> None:
+    body = {"refund_id": refund_id, "amount": amount}
+    response = world.call("POST", f"/v1/purchases/{order_id}/refunds", "storefront", body)
+    assert response.status_code == 201, response.json
+    assert response.json["amount"] == amount
+
+
+@given(step('the storefront refunded the rest of order "{order_id:q}" as "{refund_id:q}"'))
+def storefront_refunded_rest(world: World, order_id: str, refund_id: str) -> None:
+    response = world.call(
+        "POST", f"/v1/purchases/{order_id}/refunds", "storefront", {"refund_id": refund_id}
+    )
+    assert response.status_code == 201, response.json
+    assert response.json["refundable_amount"] == "0.00"
+
+
+@given(
+    step('the storefront minted a member token for "{member_id:q}" valid for {seconds:d} seconds')
+)
+def storefront_minted_token(world: World, member_id: str, seconds: int) -> None:
+    world.member_token(member_id, ttl_seconds=seconds)
+    expected = world.clock.now() + timedelta(seconds=seconds)
+    assert abs(world.tokens[member_id].expires_at - expected) < timedelta(seconds=1)
+
+
+# Time and the scheduler.
+
+TIME_PASSES = parsers.re(
+    r"(?P<count>\d+) (?P<unit>days?|seconds?) pass(?:es)?(?P<scheduler> and the scheduler runs)?"
+)
+
+
+@given(TIME_PASSES, converters={"count": int})
+@when(TIME_PASSES, converters={"count": int})
+def time_passes(world: World, count: int, unit: str, scheduler: str | None) -> None:
+    before = world.clock.now()
+    delta = timedelta(days=count) if unit.startswith("day") else timedelta(seconds=count)
+    world.clock.advance(delta)
+    assert world.clock.now() - before == delta
+    if scheduler:
+        world.scheduler_recorded = world.ledger.record_due()
+        assert world.scheduler_recorded >= 0
+        assert world.ledger.record_due() == 0, "a second pass at the same time recorded more"
+
+
+@when("the scheduler runs again")
+def scheduler_runs_again(world: World) -> None:
+    world.scheduler_recorded = world.ledger.record_due()
+
+
+@then("the scheduler recorded nothing")
+def scheduler_recorded_nothing(world: World) -> None:
+    assert world.scheduler_recorded == 0
+
+
+# Purchases.
+
+
+@when(step('the {caller:caller} posts purchase "{order_id:q}" of "{amount:q}" for "{member_id:q}"'))
+def post_purchase(world: World, caller: str, order_id: str, amount: str, member_id: str) -> None:
+    world.call("POST", "/v1/purchases", caller, purchase_body(order_id, amount, member_id))
+
+
+@when(
+    step(
+        'the {caller:caller} posts purchase "{order_id:q}" of "{amount:q}" for "{member_id:q}" '
+        "with items:"
+    )
+)
+def post_purchase_with_items(
+    world: World,
+    caller: str,
+    order_id: str,
+    amount: str,
+    member_id: str,
+    datatable: list[list[str]],
+) -> None:
+    header, *rows = datatable
+    items = [dict(zip(header, row, strict=True)) for row in rows]
+    for item in items:
+        item["quantity"] = int(item["quantity"])  # type: ignore[call-overload]
+    body = purchase_body(order_id, amount, member_id, items=items)
+    world.call("POST", "/v1/purchases", caller, body)
+
+
+@when(
+    step(
+        'the {caller:caller} posts purchase "{order_id:q}" of "{amount:q}" for "{member_id:q}" '
+        'under the "{policy:q}" guarantee'
+    )
+)
+def post_purchase_with_guarantee(
+    world: World, caller: str, order_id: str, amount: str, member_id: str, policy: str
+) -> None:
+    body = purchase_body(order_id, amount, member_id, guarantee=policy)
+    world.call("POST", "/v1/purchases", caller, body)
+
+
+@when(
+    step(
+        'the {caller:caller} posts purchase "{order_id:q}" of "{amount:q}" for "{member_id:q}" '
+        'dated "{occurred_at:q}"'
+    )
+)
+def post_purchase_dated(
+    world: World, caller: str, order_id: str, amount: str, member_id: str, occurred_at: str
+) -> None:
+    body = purchase_body(order_id, amount, member_id, occurred_at=occurred_at)
+    world.call("POST", "/v1/purchases", caller, body)
+
+
+@when(
+    step(
+        'the {caller:caller} posts purchase "{order_id:q}" of "{amount:q}" in "{currency:q}" '
+        'for "{member_id:q}"'
+    )
+)
+def post_purchase_in_currency(
+    world: World, caller: str, order_id: str, amount: str, currency: str, member_id: str
+) -> None:
+    body = purchase_body(order_id, amount, member_id) | {"currency": currency}
+    world.call("POST", "/v1/purchases", caller, body)
+
+
+@when(
+    step(
+        'the {caller:caller} posts purchase "{order_id:q}" of the JSON number {number:g} '
+        'for "{member_id:q}"'
+    )
+)
+def post_purchase_number(
+    world: World, caller: str, order_id: str, number: float, member_id: str
+) -> None:
+    world.call("POST", "/v1/purchases", caller, purchase_body(order_id, number, member_id))
+
+
+@then(step("the purchase earns {points:d} points and {bonus:d} bonus points"))
+def purchase_earns(world: World, points: int, bonus: int) -> None:
+    body = world.body()
+    assert world.response is not None and world.response.status_code in (200, 201), body
+    assert (body["points_awarded"], body["bonus_points"]) == (points, bonus), body
+
+
+@then(step('purchase "{order_id:q}" shows {points:d} points awarded and {bonus:d} bonus points'))
+def purchase_shows_points(world: World, order_id: str, points: int, bonus: int) -> None:
+    purchase = world.purchase(order_id)
+    assert (purchase["points_awarded"], purchase["bonus_points"]) == (points, bonus), purchase
+
+
+@then(step('the purchase moves "{member_id:q}" up to "{tier:q}"'))
+def purchase_moves_up(world: World, member_id: str, tier: str) -> None:
+    body = world.body()
+    assert body["member_id"] == member_id
+    assert (body["tier"], body["tier_changed"]) == (tier, True), body
+
+
+@then(step('the purchase leaves "{member_id:q}" at "{tier:q}"'))
+def purchase_leaves(world: World, member_id: str, tier: str) -> None:
+    body = world.body()
+    assert body["member_id"] == member_id
+    assert (body["tier"], body["tier_changed"]) == (tier, False), body
+
+
+@then(
+    step(
+        'purchase "{order_id:q}" is dated "{occurred_at:instant}" and takes effect at '
+        '"{effective_at:instant}"'
+    )
+)
+def purchase_dates(
+    world: World, order_id: str, occurred_at: datetime, effective_at: datetime
+) -> None:
+    purchase = world.purchase(order_id)
+    assert instant(purchase["occurred_at"]) == occurred_at, purchase
+    assert instant(purchase["effective_at"]) == effective_at, purchase
+
+
+# Refunds.
+
+
+@when(step('the {caller:caller} refunds "{amount:q}" of order "{order_id:q}" as "{refund_id:q}"'))
+def refund(world: World, caller: str, amount: str, order_id: str, refund_id: str) -> None:
+    body = {"refund_id": refund_id, "amount": amount}
+    world.call("POST", f"/v1/purchases/{order_id}/refunds", caller, body)
+
+
+@when(step('the {caller:caller} refunds the rest of order "{order_id:q}" as "{refund_id:q}"'))
+def refund_rest(world: World, caller: str, order_id: str, refund_id: str) -> None:
+    world.call("POST", f"/v1/purchases/{order_id}/refunds", caller, {"refund_id": refund_id})
+
+
+def refund_body(world: World) -> dict[str, Any]:
+    body = world.body()
+    assert world.response is not None and world.response.status_code in (200, 201), body
+    return body
+
+
+@then(step("the refund claws back {points:d} points"))
+def refund_claws_back(world: World, points: int) -> None:
+    body = refund_body(world)
+    assert body["points_clawed_back"] == points, body
+
+
+@then(step('the refund is for "{amount:q}" and claws back {points:d} points'))
+def refund_is_for(world: World, amount: str, points: int) -> None:
+    body = refund_body(world)
+    assert (body["amount"], body["points_clawed_back"]) == (amount, points), body
+
+
+@then(step('the refund moves "{member_id:q}" down to "{tier:q}"'))
+def refund_moves_down(world: World, member_id: str, tier: str) -> None:
+    body = refund_body(world)
+    assert (body["tier"], body["tier_changed"]) == (tier, True), body
+    assert world.status(member_id)["tier"]["name"] == tier
+
+
+@then(step('the refund leaves "{member_id:q}" at "{tier:q}"'))
+def refund_leaves(world: World, member_id: str, tier: str) -> None:
+    body = refund_body(world)
+    assert (body["tier"], body["tier_changed"]) == (tier, False), body
+    assert world.status(member_id)["tier"]["name"] == tier
+
+
+@then(step('order "{order_id:q}" has "{amount:q}" left to refund'))
+def left_to_refund(world: World, order_id: str, amount: str) -> None:
+    purchase = world.purchase(order_id)
+    assert purchase["refundable_amount"] == amount, purchase
+    refunded = sum((Decimal(r["amount"]) for r in purchase["refunds"]), Decimal(0))
+    assert Decimal(purchase["amount"]) - refunded == Decimal(amount), purchase
+
+
+# Redemptions.
+
+
+def redeem(world: World, caller: str, member_id: str, body: dict[str, Any]) -> None:
+    world.call("POST", f"/v1/members/{member_id}/redemptions", caller, body)
+
+
+@when(step('"{member_id:q}" redeems {points:d} points as "{redemption_id:q}"'))
+def member_redeems_points(world: World, member_id: str, points: int, redemption_id: str) -> None:
+    redeem(
+        world, f"member {member_id}", member_id, {"redemption_id": redemption_id, "points": points}
+    )
+
+
+@when(step('"{member_id:q}" redeems the reward "{reward:q}" as "{redemption_id:q}"'))
+def member_redeems_reward(world: World, member_id: str, reward: str, redemption_id: str) -> None:
+    redeem(
+        world, f"member {member_id}", member_id, {"redemption_id": redemption_id, "reward": reward}
+    )
+
+
+@when(step('"{member_id:q}" redeems nothing as "{redemption_id:q}"'))
+def member_redeems_nothing(world: World, member_id: str, redemption_id: str) -> None:
+    redeem(world, f"member {member_id}", member_id, {"redemption_id": redemption_id})
+
+
+@when(
+    step('the {caller:caller} redeems {points:d} points for "{member_id:q}" as "{redemption_id:q}"')
+)
+def caller_redeems_points(
+    world: World, caller: str, points: int, member_id: str, redemption_id: str
+) -> None:
+    redeem(world, caller, member_id, {"redemption_id": redemption_id, "points": points})
+
+
+@when(step('the {caller:caller} cancels redemption "{redemption_id:q}"'))
+def cancel_redemption(world: World, caller: str, redemption_id: str) -> None:
+    world.call("POST", f"/v1/redemptions/{redemption_id}/cancellation", caller)
+
+
+@then(step("the redemption spends {points:d} points"))
+def redemption_spends(world: World, points: int) -> None:
+    body = world.body()
+    assert world.response is not None and world.response.status_code in (200, 201), body
+    assert body["points"] == points, body
+
+
+# Members, tokens and the program.
+
+
+@when(step('the {caller:caller} enrols "{member_id:q}" with the email "{email:q}"'))
+def enrol(world: World, caller: str, member_id: str, email: str) -> None:
+    world.call("POST", "/v1/members", caller, {"member_id": member_id, "email": email})
+
+
+@when(step('the {caller:caller} reads the status of "{member_id:q}"'))
+def read_status(world: World, caller: str, member_id: str) -> TestResponse:
+    response = world.call("GET", f"/v1/members/{member_id}", caller)
+    if response.status_code == 200:
+        assert response.json["member_id"] == member_id
+    return response
+
+
+def read_events(world: World, caller: str, member_id: str) -> TestResponse:
+    response = world.call("GET", f"/v1/members/{member_id}/events", caller)
+    if response.status_code == 200:
+        assert response.json["items"][0]["type"] == "Enrolled", response.json
+    return response
+
+
+def read_event_log(world: World, caller: str) -> TestResponse:
+    response = world.call("GET", "/v1/events", caller)
+    if response.status_code == 200:
+        # API.md: every item names its member; the background's only purchase is ann's A-1.
+        purchases = [e for e in response.json["items"] if e["type"] == "PurchaseRecorded"]
+        assert [(e["member_id"], e["data"]["order_id"]) for e in purchases] == [("ann", "A-1")]
+    return response
+
+
+def read_program(world: World, caller: str) -> TestResponse:
+    response = world.call("GET", "/v1/program", caller)
+    if response.status_code == 200:
+        assert response.json["version"] == 1, response.json
+    return response
+
+
+def ask_each(world: World, datatable: list[list[str]], read: Any) -> None:
+    header, *rows = datatable
+    caller_at, status_at = header.index("caller"), header.index("expected status")
+    world.answers = [(row[caller_at], int(row[status_at]), read(row[caller_at])) for row in rows]
+
+
+@when(step('these callers read the status of "{member_id:q}":'))
+def callers_read_status(world: World, member_id: str, datatable: list[list[str]]) -> None:
+    ask_each(world, datatable, lambda caller: read_status(world, caller, member_id))
+
+
+@when(step('these callers read the events of "{member_id:q}":'))
+def callers_read_events(world: World, member_id: str, datatable: list[list[str]]) -> None:
+    ask_each(world, datatable, lambda caller: read_events(world, caller, member_id))
+
+
+@when("these callers read the event log:")
+def callers_read_event_log(world: World, datatable: list[list[str]]) -> None:
+    ask_each(world, datatable, lambda caller: read_event_log(world, caller))
+
+
+@when("these callers read the program:")
+def callers_read_program(world: World, datatable: list[list[str]]) -> None:
+    ask_each(world, datatable, lambda caller: read_program(world, caller))
+
+
+@then("each caller gets its expected status")
+def each_caller_gets_expected(world: World) -> None:
+    assert world.answers, "no caller was asked"
+    got = [(caller, response.status_code) for caller, _, response in world.answers]
+    assert got == [(caller, expected) for caller, expected, _ in world.answers]
+
+
+@when(step('the {caller:caller} mints a member token for "{member_id:q}"'))
+def mint_token(world: World, caller: str, member_id: str) -> None:
+    response = world.call("POST", f"/v1/members/{member_id}/tokens", caller, {})
+    if response.status_code == 201:
+        expires_at = instant(response.json["expires_at"])
+        assert expires_at == world.clock.now().replace(microsecond=0) + timedelta(hours=1)
+
+
+@when(
+    step(
+        'the {caller:caller} publishes a program version in which the "{tier:q}" tier '
+        'multiplies points by "{multiplier:q}"'
+    )
+)
+def publish_program(world: World, caller: str, tier: str, multiplier: str) -> None:
+    rules = world.program()["rules"]
+    names = [t["name"] for t in rules["tiers"]]
+    assert tier in names
+    rules["tiers"][names.index(tier)]["multiplier"] = multiplier
+    world.call("PUT", "/v1/program", caller, rules)
+
+
+@then(step("the program in force is version {version:d}"))
+def program_version(world: World, version: int) -> None:
+    assert world.program()["version"] == version
+
+
+@then(step('the response shows member "{member_id:q}" with the email "{email:q}"'))
+def response_shows_member(world: World, member_id: str, email: str) -> None:
+    body = world.body()
+    assert (body["member_id"], body["email"]) == (member_id, email), body
+
+
+@then(step('"{member_id:q}" is enrolled with the email "{email:q}"'))
+def is_enrolled_with(world: World, member_id: str, email: str) -> None:
+    assert world.status(member_id)["email"] == email
+
+
+@then(step('"{member_id:q}" is not enrolled'))
+def is_not_enrolled(world: World, member_id: str) -> None:
+    response = world.client.get(
+        f"/v1/members/{member_id}",
+        headers={"Authorization": f"Bearer {world.api_keys['storefront']}"},
+    )
+    assert response.status_code == 404, response.json
+
+
+# Responses.
+
+
+@then(step("the response status is {status:d}"))
+def response_status(world: World, status: int) -> None:
+    assert world.response is not None
+    assert world.response.status_code == status, world.response.get_json()
+
+
+@then(step('the response status is {status:d} and the problem names the field "{name:q}"'))
+def response_problem(world: World, status: int, name: str) -> None:
+    assert world.response is not None
+    assert world.response.status_code == status, world.response.get_json()
+    assert name in problem_fields(world), world.body()
+
+
+@then("the response is the same as the first one")
+def same_as_first(world: World) -> None:
+    first = world.first_of_last
+    assert world.response is not None and first is not None, "the request carried no id"
+    assert first is not world.response, "this was the first request with its id"
+    assert first.status_code == 201, first.get_json()
+    assert world.response.get_json() == first.get_json()
+
+
+# Points.
+
+
+@given(step('"{member_id:q}" has {available:d} available points and {pending:d} pending'))
+@then(step('"{member_id:q}" has {available:d} available points and {pending:d} pending'))
+def has_points(world: World, member_id: str, available: int, pending: int) -> None:
+    points = world.status(member_id)["points"]
+    assert (points["available"], points["pending"]) == (available, pending), points
+    assert sum(lot["points"] for lot in points["pending_lots"]) == pending, points
+
+
+@then(step('"{member_id:q}" has {count:d} expired points'))
+def has_expired(world: World, member_id: str, count: int) -> None:
+    assert world.status(member_id)["points"]["expired"] == count
+
+
+@then(step('"{member_id:q}" has {count:d} points redeemed'))
+def has_redeemed(world: World, member_id: str, count: int) -> None:
+    assert world.status(member_id)["points"]["redeemed"] == count
+
+
+@then(step('"{member_id:q}" has {count:d} points clawed back'))
+def has_clawed_back(world: World, member_id: str, count: int) -> None:
+    assert world.status(member_id)["points"]["clawed_back"] == count
+
+
+@then(step('"{member_id:q}" has a pending lot of {points:d} points available at "{when:instant}"'))
+def has_pending_lot(world: World, member_id: str, points: int, when: datetime) -> None:
+    lots = world.status(member_id)["points"]["pending_lots"]
+    found = [(lot["points"], instant(lot["available_at"])) for lot in lots]
+    assert (points, when) in found, lots
+
+
+@then(step('"{member_id:q}" has these pending lots:'))
+def has_pending_lots(world: World, member_id: str, datatable: list[list[str]]) -> None:
+    header, *rows = datatable
+    expected = [
+        (int(r[header.index("points")]), instant(r[header.index("available_at")])) for r in rows
+    ]
+    lots = world.status(member_id)["points"]["pending_lots"]
+    assert [(lot["points"], instant(lot["available_at"])) for lot in lots] == expected, lots
+
+
+# Tiers.
+
+
+@given(step('"{member_id:q}" holds the "{tier:q}" tier'))
+@then(step('"{member_id:q}" holds the "{tier:q}" tier'))
+def holds_tier(world: World, member_id: str, tier: str) -> None:
+    assert world.status(member_id)["tier"]["name"] == tier
+
+
+@then(step('"{member_id:q}" holds the "{tier:q}" tier with a qualifying spend of "{spend:q}"'))
+def holds_tier_with_spend(world: World, member_id: str, tier: str, spend: str) -> None:
+    status = world.status(member_id)["tier"]
+    assert (status["name"], status["qualifying_spend"]) == (tier, spend), status
+
+
+@then(step('"{member_id:q}" needs "{amount:q}" more for "{tier:q}"'))
+def needs_for_next(world: World, member_id: str, amount: str, tier: str) -> None:
+    status = world.status(member_id)["tier"]
+    assert status["next"] == {"name": tier, "spend_needed": amount}, status
+
+
+@then(step('"{member_id:q}" holds the top tier'))
+def holds_top_tier(world: World, member_id: str) -> None:
+    status = world.status(member_id)["tier"]
+    top = world.program()["rules"]["tiers"][-1]["name"]
+    assert (status["name"], status["next"]) == (top, None), status
+
+
+@then(step('"{member_id:q}" needs "{amount:q}" to keep the tier at the review on "{when:instant}"'))
+def needs_to_keep(world: World, member_id: str, amount: str, when: datetime) -> None:
+    status = world.status(member_id)["tier"]
+    assert status["spend_to_keep"] == amount, status
+    assert instant(status["review_at"]) == when, status
+
+
+@then(step('"{member_id:q}" has a tier review on "{when:instant}"'))
+def has_review(world: World, member_id: str, when: datetime) -> None:
+    status = world.status(member_id)["tier"]
+    assert status["review_at"] is not None and instant(status["review_at"]) == when, status
+
+
+@then(step('"{member_id:q}" has no tier review'))
+def has_no_review(world: World, member_id: str) -> None:
+    status = world.status(member_id)["tier"]
+    assert status["review_at"] is None, status
+    assert status["spend_to_keep"] == "0.00", status
+
+
+# The ledger's events.
+
+
+@then(step('the ledger recorded {count:d} "{kind:q}" event for "{member_id:q}"'))
+@then(step('the ledger recorded {count:d} "{kind:q}" events for "{member_id:q}"'))
+def recorded_count(world: World, count: int, kind: str, member_id: str) -> None:
+    kinds = [event["type"] for event in world.events(member_id)]
+    assert kinds.count(kind) == count, kinds
+
+
+@then(step('the ledger recorded a "{kind:q}" event for "{member_id:q}" with reason "{reason:q}"'))
+def recorded_with_reason(world: World, kind: str, member_id: str, reason: str) -> None:
+    found = [e for e in world.events(member_id) if e["type"] == kind]
+    assert [e["data"].get("reason") for e in found] == [reason], found
+
+
+@then(step('the ledger recorded "{earlier:q}" before "{later:q}" for "{member_id:q}"'))
+def recorded_in_order(world: World, earlier: str, later: str, member_id: str) -> None:
+    kinds = [event["type"] for event in world.events(member_id)]
+    assert earlier in kinds and later in kinds, kinds
+    assert kinds.index(earlier) < kinds.index(later), kinds
+
+
+@then(step('the ledger recorded these changes for "{member_id:q}", in this order:'))
+def recorded_changes(world: World, member_id: str, datatable: list[list[str]]) -> None:
+    header, *rows = datatable
+    kind_at, when_at = header.index("change"), header.index("at")
+    expected = [(row[kind_at], instant(row[when_at])) for row in rows]
+    kinds = {kind for kind, _ in expected}
+    found = [
+        (event["type"], instant(event["occurred_at"]))
+        for event in world.events(member_id)
+        if event["type"] in kinds
+    ]
+    assert found == expected, found
