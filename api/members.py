@@ -20,6 +20,7 @@ from api.schemas import (
     MemberToken,
     RedemptionRequest,
     RedemptionView,
+    ReferralPage,
     StatusQuery,
     TokenRequest,
 )
@@ -71,6 +72,22 @@ def events(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     page = found[:limit]
     more = len(found) > limit
     return {"items": page, "next": _cursor(page[-1]["version"]) if more else None}
+
+
+@blp.route("/<id:member_id>/referrals")
+@allow("storefront", "auditor", member="member_id")
+@blp.arguments(EventsQuery, location="query")
+@blp.response(200, ReferralPage)
+def referrals(query: dict[str, Any], member_id: str) -> dict[str, Any]:
+    """The referrals a member made, with their states and rewards, in enrolment order"""
+    limit: int = query["limit"]
+    after = _read_cursor(query.get("cursor"))
+    found = ledger().referrals(member_id, after=after, limit=limit + 1)
+    page = found[:limit]
+    more = len(found) > limit
+    for item in page:
+        item.pop("seq")
+    return {"items": page, "next": _cursor(after + limit) if more else None}
 
 
 @blp.route("/<id:member_id>/tokens", methods=["POST"])

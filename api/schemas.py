@@ -293,6 +293,33 @@ class MemberStatus(Schema):
     as_of = Instant()
 
 
+class ReferralView(Schema):
+    referee_id = fields.String()
+    referrer_id = fields.String()
+    code = fields.String()
+    state = fields.String(
+        metadata={"description": "registered, qualified, rewarded, voided or capped"}
+    )
+    registered_at = Instant()
+    qualified_at = Instant(allow_none=True)
+    rewarded_at = Instant(allow_none=True)
+    voided_at = Instant(allow_none=True)
+    capped_at = Instant(allow_none=True)
+    qualifying_order_id = fields.String(allow_none=True)
+    reward_available_at = Instant(allow_none=True)
+    referrer_points = fields.Integer()
+    referee_points = fields.Integer()
+    terms = fields.Dict(keys=fields.String(), metadata={"description": "the terms it keeps"})
+    causes = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "step -> cause"}
+    )
+
+
+class ReferralPage(Schema):
+    items = fields.List(fields.Nested(ReferralView))
+    next = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
+
+
 class MemberEvent(Schema):
     version = fields.Integer()
     type = fields.String()

@@ -6,7 +6,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from domain import referrals
 from domain.clock import Clock, SystemClock
 from domain.errors import (
     Conflict,
@@ -27,9 +28,18 @@ from domain.errors import (
     UnknownRedemption,
     WrongCurrency,
 )
-from domain.members import LineItem, Member, Ownership, Terms, check_same, member_uuid
+from domain.members import (
+    LineItem,
+    Member,
+    Ownership,
+    Terms,
+    check_same,
+    member_uuid,
+    referral_code_for,
+)
 from domain.money import check_amount, format_money
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
+from domain.referrals import SelfReferral, UnknownReferralCode, normalise_code
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 BACKFILL_LIMIT = timedelta(days=730)
@@ -55,7 +65,7 @@ class Ledger(Application[UUID]):
         self.clock: Clock = clock or SystemClock()
         # Snapshots keep a member with a long history as cheap to load as a new one.
         self.snapshotting_intervals = {Member: snapshot_interval}  # type: ignore[misc]
-        self._locks = [threading.Lock() for _ in range(self.lock_stripes)]
+        self._locks_by_stripe = [threading.Lock() for _ in range(self.lock_stripes)]
         self._terms: Terms | None = None
         self._due: dict[UUID, datetime] = {}
         self._scanned_to = 0
@@ -116,25 +126,88 @@ class Ledger(Application[UUID]):
     ) -> tuple[dict[str, Any], bool]:
         terms = self.terms()
         uid = member_uuid(member_id)
-        for _ in range(self.max_attempts):
+        code = referrer_id = None
+        if referral_code is not None:
+            code = normalise_code(referral_code)
+            if code is None:
+                raise UnknownReferralCode(referral_code)
+            referrer_id = self._owner("referral-code", code, UnknownReferralCode(referral_code))
+            if referrer_id == member_id:
+                raise SelfReferral()
+        for attempt in range(self.max_attempts):
             now = self.clock.now()
-            with self._lock(uid):
+            uids = [uid] if referrer_id is None else [uid, member_uuid(referrer_id)]
+            with self._locks(uids):
                 try:
                     existing = self._member(uid, member_id)
                 except UnknownMember:
-                    member = Member.enrol(member_id, email, name, terms, now, cause)
+                    pass
+                else:
+                    self._check_same_enrolment(existing, email, name, code)
+                    return existing.status(now, terms), False
+                member = Member.enrol(
+                    member_id, email, name, terms, now, cause, self._free_code(member_id)
+                )
+                changed: list[Aggregate] = [
+                    member,
+                    Ownership.record("referral-code", member.referral_code, member_id, now),
+                ]
+                if referrer_id is not None and code is not None:
+                    referrer = self._member(uids[1], referrer_id)
                     try:
-                        self.save(member)
-                    except IntegrityError:
-                        continue
-                    return member.status(now, terms), True
-                if not existing.same_enrolment(email, name):
-                    raise Conflict(
-                        f"member {member_id!r} is already enrolled with different details",
-                        "email" if existing.email != email else "name",
-                    )
-                return existing.status(now, terms), False
+                        referrals.register(referrer, member, code, terms, now, cause)
+                    except BaseException:
+                        self._evict(uids[1])
+                        raise
+                    changed.append(referrer)
+                try:
+                    self.save(*changed)
+                except IntegrityError:
+                    self._evict(*uids)
+                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                    continue
+                return member.status(now, terms), True
         raise Conflict(f"member {member_id!r} is being enrolled concurrently; try again")
+
+    @staticmethod
+    def _check_same_enrolment(
+        existing: Member, email: str, name: str | None, code: str | None
+    ) -> None:
+        """Enrolling again is a no-op with the same data and a conflict with other data."""
+        referred = existing.referral["code"] if existing.referral else None
+        for field, same in (
+            ("email", existing.email == email),
+            ("name", existing.name == name),
+            ("referral_code", code is None or code == referred),
+        ):
+            if not same:
+                raise Conflict(
+                    f"member {existing.member_id!r} is already enrolled with a different {field}",
+                    field,
+                )
+
+    def _free_code(self, member_id: str) -> str:
+        """The member's own referral code: derived from its id, or the next if that is taken."""
+        for attempt in range(100):
+            code = referral_code_for(member_id, attempt)
+            try:
+                owner = self._owner("referral-code", code, LookupError())
+            except LookupError:
+                return code
+            if owner == member_id:
+                return code
+        raise Conflict("no free referral code could be found; try again")
+
+    def referrals(self, member_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The referrals a member made, in the order the friends enrolled."""
+        uid = member_uuid(member_id)
+        with self._lock(uid):
+            member = self._member(uid, member_id)
+            chosen = member.referral_order[after : after + limit]
+            return [
+                {**referrals.referral_view(member.referrals[r], member_id), "seq": i}
+                for i, r in enumerate(chosen, start=after + 1)
+            ]
 
     def member_status(self, member_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         uid = member_uuid(member_id)
@@ -215,7 +288,9 @@ class Ledger(Application[UUID]):
         if occurred_at is not None:
             requested["occurred_at"] = occurred_at
 
-        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+        def command(
+            member: Member, now: datetime, partner: Member | None
+        ) -> tuple[dict[str, Any], bool]:
             if order_id in member.purchases:
                 purchase = member.purchases[order_id]
                 check_same(
@@ -236,6 +311,8 @@ class Ledger(Application[UUID]):
             member.record_purchase(
                 order_id, amount, currency, when, items or [], policy, terms, now, cause
             )
+            if partner is not None:
+                referrals.after_purchase(member, partner, order_id, terms, now, cause)
             return member.purchase_response(order_id, rules.currency), True
 
         def conflict() -> None:
@@ -246,6 +323,7 @@ class Ledger(Application[UUID]):
             command,
             new_owner=("order", order_id),
             on_conflict=conflict,
+            partner_of=referrals.open_referrer,
         )
 
     def purchase(self, order_id: str) -> dict[str, Any]:
@@ -269,7 +347,9 @@ class Ledger(Application[UUID]):
         if amount is not None:
             amount = check_amount(amount, currency)
 
-        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+        def command(
+            member: Member, now: datetime, partner: Member | None
+        ) -> tuple[dict[str, Any], bool]:
             purchase = member.purchases[order_id]
             existing = purchase["refunds"].get(refund_id)
             if existing is not None:
@@ -280,9 +360,11 @@ class Ledger(Application[UUID]):
                 )
                 return self._refund_response(member, order_id, refund_id, currency), False
             member.refund(order_id, refund_id, amount, reason, now, terms, now, cause)
+            if partner is not None:
+                referrals.after_refund(member, partner, order_id, refund_id, terms, now, cause)
             return self._refund_response(member, order_id, refund_id, currency), True
 
-        return self._change_member(member_id, command)
+        return self._change_member(member_id, command, partner_of=referrals.open_referrer)
 
     @staticmethod
     def _refund_response(
@@ -313,7 +395,9 @@ class Ledger(Application[UUID]):
         terms = self.terms()
         requested = {"reward": reward, "requested_points": points}
 
-        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+        def command(
+            member: Member, now: datetime, partner: Member | None
+        ) -> tuple[dict[str, Any], bool]:
             existing = member.redemptions.get(redemption_id)
             if existing is not None:
                 check_same(
@@ -339,7 +423,9 @@ class Ledger(Application[UUID]):
         member_id = self._owner("redemption", redemption_id, UnknownRedemption(redemption_id))
         terms = self.terms()
 
-        def command(member: Member, now: datetime) -> tuple[dict[str, Any], bool]:
+        def command(
+            member: Member, now: datetime, partner: Member | None
+        ) -> tuple[dict[str, Any], bool]:
             if member.redemptions[redemption_id]["cancelled_at"] is not None:
                 return self._redemption_response(member, redemption_id), False
             member.cancel_redemption(redemption_id, terms, now, cause)
@@ -399,7 +485,7 @@ class Ledger(Application[UUID]):
         with self._lock(uid):
             member_id = self._member(uid, str(uid)).member_id
 
-        def command(member: Member, _: datetime) -> tuple[int, bool]:
+        def command(member: Member, _: datetime, __: Member | None) -> tuple[int, bool]:
             return member.record_due(now, terms, cause, self.clock.now()), True
 
         recorded, _ = self._change_member(member_id, command)
@@ -409,7 +495,7 @@ class Ledger(Application[UUID]):
     # Plumbing: locking, retries on concurrent writers, ownership of natural keys.
 
     def _lock(self, uid: UUID) -> threading.Lock:
-        return self._locks[uid.int % self.lock_stripes]
+        return self._locks_by_stripe[uid.int % self.lock_stripes]
 
     def _member(self, uid: UUID, member_id: str) -> Member:
         try:
@@ -418,45 +504,67 @@ class Ledger(Application[UUID]):
             raise UnknownMember(member_id) from None
         return member
 
-    def _evict(self, uid: UUID) -> None:
+    @contextlib.contextmanager
+    def _locks(self, uids: list[UUID]) -> Iterator[None]:
+        """The stripes of several members, always taken in the same order."""
+        stripes = sorted({uid.int % self.lock_stripes for uid in uids})
+        with contextlib.ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._locks_by_stripe[stripe])
+            yield
+
+    def _evict(self, *uids: UUID) -> None:
         cache = self.repository.cache
         if cache is not None:
-            with contextlib.suppress(KeyError):
-                cache.get(uid, evict=True)
+            for uid in uids:
+                with contextlib.suppress(KeyError):
+                    cache.get(uid, evict=True)
 
     def _change_member(
         self,
         member_id: str,
-        command: Callable[[Member, datetime], tuple[T, bool]],
+        command: Callable[[Member, datetime, Member | None], tuple[T, bool]],
         new_owner: tuple[str, str] | None = None,
         on_conflict: Callable[[], None] | None = None,
+        partner_of: Callable[[Member], str | None] | None = None,
     ) -> tuple[T, bool]:
         """Run a command on the cached member in place; any failure evicts it from the cache.
 
-        Two writers of one member in different processes meet as a version conflict in the
-        event store; the loser reloads and runs its command again.
+        ``partner_of`` names a second member the command may change in the same transaction
+        (a referrer). Two writers of one member in different processes meet as a version
+        conflict in the event store; the loser reloads and runs its command again.
         """
         uid = member_uuid(member_id)
         for attempt in range(self.max_attempts):
-            with self._lock(uid):
+            partner_id = None
+            if partner_of is not None:
+                with self._lock(uid):
+                    partner_id = partner_of(self._member(uid, member_id))
+            uids = [uid] if partner_id is None else [uid, member_uuid(partner_id)]
+            with self._locks(uids):
                 member = self._member(uid, member_id)
+                partner = None if partner_id is None else self._member(uids[1], partner_id)
                 try:
-                    result, created = command(member, self.clock.now())
-                    if member.pending_events:
-                        extra: list[Aggregate] = []
+                    result, created = command(member, self.clock.now(), partner)
+                    changed: list[Aggregate] = [
+                        m for m in (member, partner) if m is not None and m.pending_events
+                    ]
+                    if changed:
                         if created and new_owner is not None:
-                            extra.append(Ownership.record(*new_owner, member_id, self.clock.now()))
-                        self.save(member, *extra)
+                            changed.append(
+                                Ownership.record(*new_owner, member_id, self.clock.now())
+                            )
+                        self.save(*changed)
                     return result, created
                 except IntegrityError:
-                    self._evict(uid)
+                    self._evict(*uids)
                 except DomainError:
-                    self._evict(uid)
+                    self._evict(*uids)
                     if on_conflict is not None:
                         on_conflict()  # another member's id is a conflict, whatever else fails
                     raise
                 except BaseException:
-                    self._evict(uid)
+                    self._evict(*uids)
                     raise
             if on_conflict is not None:
                 on_conflict()

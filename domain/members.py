@@ -38,9 +38,10 @@ def member_uuid(member_id: str) -> UUID:
     return uuid5(NAMESPACE, f"member:{member_id}")
 
 
-def referral_code_for(member_id: str) -> str:
+def referral_code_for(member_id: str, attempt: int = 0) -> str:
     """8 characters of Crockford base32 (no I, L, O, U), derived from the member's id."""
-    digest = member_uuid(member_id).bytes
+    key = member_id if attempt == 0 else f"{member_id}#{attempt}"
+    digest = member_uuid(key).bytes
     number = int.from_bytes(digest[:5], "big")
     return "".join(CROCKFORD[(number >> shift) & 31] for shift in range(35, -1, -5))
 
@@ -294,6 +295,166 @@ class Member(Aggregate):
             # Returned points past their expiry expire at once, right after this event.
             redemption["available_after_cancel"] = member.available_points() - expiring
 
+    class ReferredBy(Changed):
+        """This member enrolled with another member's referral code."""
+
+        referrer_id: str
+        code: str
+        terms: dict[str, Any]
+
+        def change(self, member: Member) -> None:
+            member.referral = {
+                "referrer_id": self.referrer_id,
+                "code": self.code,
+                "terms": self.terms,
+                "state": "registered",
+                "order_id": None,
+                "lot": None,
+            }
+
+    class ReferralRegistered(Changed):
+        """A friend enrolled with this member's referral code."""
+
+        referee_id: str
+        code: str
+        terms: dict[str, Any]
+
+        def change(self, member: Member) -> None:
+            member.referrals[self.referee_id] = {
+                "referee_id": self.referee_id,
+                "code": self.code,
+                "terms": self.terms,
+                "state": "registered",
+                "registered_at": self.at,
+                "qualified_at": None,
+                "rewarded_at": None,
+                "voided_at": None,
+                "capped_at": None,
+                "order_id": None,
+                "reward_at": None,
+                "lot": None,
+                "causes": {"registered": self.cause},
+                "seq": len(member.referral_order),
+            }
+            member.referral_order.append(self.referee_id)
+
+    class ReferralQualified(Changed):
+        """The friend's first purchase of at least the threshold: a pending reward for both."""
+
+        referee_id: str
+        order_id: str
+        points: int
+        lot: int | None
+        reward_at: datetime
+        expires_at: datetime
+
+        def change(self, member: Member) -> None:
+            referral = member.referrals[self.referee_id]
+            referral.update(
+                state="qualified",
+                qualified_at=self.at,
+                order_id=self.order_id,
+                reward_at=self.reward_at,
+                lot=self.lot,
+            )
+            referral["causes"]["qualified"] = self.cause
+            member.qualified_referrals.append(self.referee_id)
+            if self.lot is not None:
+                member.open_lot(
+                    points=self.points,
+                    status="pending",
+                    available_at=self.reward_at,
+                    expires_at=self.expires_at,
+                    source=f"referral:{self.referee_id}",
+                )
+                member.lifetime_earned += self.points
+
+    class ReferralCapped(Changed):
+        """The friend qualified, but the referrer had reached the cap: no reward for either."""
+
+        referee_id: str
+        order_id: str
+
+        def change(self, member: Member) -> None:
+            referral = member.referrals[self.referee_id]
+            referral.update(state="capped", capped_at=self.at, order_id=self.order_id)
+            referral["causes"]["capped"] = self.cause
+
+    class ReferralRewarded(Changed):
+        """The qualifying purchase's return window passed: the rewards stand."""
+
+        referee_id: str
+
+        def change(self, member: Member) -> None:
+            referral = member.referrals[self.referee_id]
+            referral.update(state="rewarded", rewarded_at=self.at)
+            referral["causes"]["rewarded"] = self.cause
+            member.qualified_referrals.remove(self.referee_id)
+
+    class ReferralVoided(Changed):
+        """The qualifying purchase was refunded inside its window: the reward is taken back."""
+
+        referee_id: str
+        refund_id: str
+        points_clawed_back: int
+        taken: list[list[int]]
+        debt: int
+
+        def change(self, member: Member) -> None:
+            referral = member.referrals[self.referee_id]
+            referral.update(state="voided", voided_at=self.at)
+            referral["causes"]["voided"] = self.cause
+            referral["void_refund_id"] = self.refund_id
+            member.qualified_referrals.remove(self.referee_id)
+            member.take_from_lots(self.taken)
+            member.clawed_back += self.points_clawed_back
+            member.debt += self.debt
+
+    class RefereeRewardPending(Changed):
+        """This member's own reward for enrolling with a code, pending like the purchase."""
+
+        referrer_id: str
+        order_id: str
+        points: int
+        lot: int | None
+        available_at: datetime
+        expires_at: datetime
+
+        def change(self, member: Member) -> None:
+            assert member.referral is not None
+            member.referral.update(state="qualified", order_id=self.order_id, lot=self.lot)
+            if self.lot is not None:
+                member.open_lot(
+                    points=self.points,
+                    status="pending",
+                    available_at=self.available_at,
+                    expires_at=self.expires_at,
+                    source=f"referred-by:{self.referrer_id}",
+                )
+                member.lifetime_earned += self.points
+
+    class RefereeReferralCapped(Changed):
+        referrer_id: str
+        order_id: str
+
+        def change(self, member: Member) -> None:
+            assert member.referral is not None
+            member.referral.update(state="capped", order_id=self.order_id)
+
+    class RefereeRewardVoided(Changed):
+        referrer_id: str
+        refund_id: str
+        points_clawed_back: int
+        taken: list[list[int]]
+        debt: int
+
+        def change(self, member: Member) -> None:
+            assert member.referral is not None
+            member.referral["state"] = "voided"
+            member.take_from_lots(self.taken)
+            member.clawed_back += self.points_clawed_back
+            member.debt += self.debt
+
     def __init__(
         self,
         member_id: str,
@@ -327,6 +488,10 @@ class Member(Aggregate):
         self.expired = 0
         self.debt = 0
         self.last_refund: list[str] | None = None
+        self.referral: dict[str, Any] | None = None
+        self.referrals: dict[str, dict[str, Any]] = {}
+        self.referral_order: list[str] = []
+        self.qualified_referrals: list[str] = []
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         # Every member event names its member, so the global log reads without a lookup.
@@ -344,6 +509,7 @@ class Member(Aggregate):
         terms: Terms,
         at: datetime,
         cause: str,
+        referral_code: str | None = None,
     ) -> Member:
         errors: dict[str, list[str]] = {}
         if not MEMBER_ID_PATTERN.match(member_id):
@@ -360,7 +526,7 @@ class Member(Aggregate):
             member_id=member_id,
             email=email,
             name=name,
-            referral_code=referral_code_for(member_id),
+            referral_code=referral_code or referral_code_for(member_id),
             at=at,
             cause=cause,
             program_version=terms.version,
@@ -572,10 +738,16 @@ class Member(Aggregate):
             candidate = (self.review_at, 2, -1)
             if best is None or candidate < best:
                 best = candidate
+        for referee_id in self.qualified_referrals:
+            referral = self.referrals[referee_id]
+            candidate = (referral["reward_at"], 3, referral["seq"])
+            if best is None or candidate < best:
+                best = candidate
         return best
 
     def record_due(self, until: datetime, terms: Terms, cause: str, recorded_at: datetime) -> int:
-        """Record, in time order, every lot maturing or expiring and every tier review due."""
+        """Record, in time order, every lot maturing or expiring, tier review and referral reward
+        due."""
         count = 0
         while True:
             due = self._next_due()
@@ -595,8 +767,11 @@ class Member(Aggregate):
             elif kind == 1:
                 points = self.lots[index]["remaining"]
                 self.trigger_event(self.PointsExpired, lot=index, points=points, **common)
-            else:
+            elif kind == 2:
                 self.review_tier(when, terms, common)
+            else:
+                referee_id = self.referral_order[index]
+                self.trigger_event(self.ReferralRewarded, referee_id=referee_id, **common)
             count += 1
 
     def review_tier(self, when: datetime, terms: Terms, common: dict[str, Any]) -> None:
