@@ -16,7 +16,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from adapters.keys import KeyStore
-from api import events, members, ops, problems, program, purchases, redemptions
+from api import analytics, events, members, ops, problems, program, purchases, redemptions
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
@@ -121,6 +121,7 @@ def create_app(
         redemptions.blp,
         program.blp,
         events.blp,
+        analytics.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)

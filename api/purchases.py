@@ -8,6 +8,8 @@ from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import cause, ledger
 from api.schemas import (
+    ClaimRecorded,
+    ClaimRequest,
     PurchaseRecorded,
     PurchaseRequest,
     PurchaseView,
@@ -68,3 +70,16 @@ def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
         cause=cause(),
     )
     return refunded, 201 if created else 200
+
+
+@blp.route("/<id:order_id>/guarantee-claims", methods=["POST"])
+@allow("storefront")
+@blp.arguments(ClaimRequest)
+@blp.response(201, ClaimRecorded, description="Claimed: refunded and paid out")
+@blp.alt_response(200, schema=ClaimRecorded, description="Already claimed with the same data")
+def claim(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
+    """Claim the purchase's guarantee inside its window: payout, refund and clawback"""
+    claimed, created = ledger().claim_guarantee(
+        order_id, body["claim_id"], evidence=body.get("evidence"), cause=cause()
+    )
+    return claimed, 201 if created else 200

@@ -187,6 +187,32 @@ class PurchaseRequest(StrictBody):
     guarantee = fields.String(allow_none=True, validate=validate.Length(min=1, max=64))
 
 
+class ClaimRequest(StrictBody):
+    claim_id = Identifier(required=True)
+    evidence = fields.String(
+        allow_none=True,
+        validate=validate.Length(max=10_000),
+        metadata={"description": "why the customer is not satisfied; required by some policies"},
+    )
+
+
+class ClaimRecorded(Schema):
+    claim_id = fields.String()
+    order_id = fields.String()
+    member_id = fields.String()
+    policy = fields.String()
+    refund_percent = fields.Integer()
+    evidence = fields.String(allow_none=True)
+    refunded_amount = DecimalText()
+    payout = DecimalText(metadata={"description": "unrefunded amount x percent, half-even"})
+    currency = fields.String()
+    points_clawed_back = fields.Integer()
+    claimed_at = Instant()
+    recorded_at = Instant()
+    tier = fields.String()
+    tier_changed = fields.Boolean()
+
+
 class RefundRequest(StrictBody):
     refund_id = Identifier(required=True)
     amount = Money(allow_none=True, metadata={"description": "default: the rest of the order"})
@@ -406,7 +432,7 @@ class PurchaseView(Schema):
     refundable_amount = DecimalText()
     refunds = fields.List(fields.Nested(RefundView))
     guarantee = fields.Nested(GuaranteeView, allow_none=True)
-    claim = fields.Dict(allow_none=True)
+    claim = fields.Nested(ClaimRecorded, allow_none=True)
 
 
 class RedemptionView(Schema):

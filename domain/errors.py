@@ -78,3 +78,19 @@ class InvalidInput(DomainError):
         first = next(iter(errors.items()), ("", ["invalid input"]))
         super().__init__(f"{first[0]}: {first[1][0]}" if first[0] else first[1][0])
         self.errors = errors
+
+
+class NoGuarantee(RuleViolation):
+    pass
+
+
+class GuaranteeWindowClosed(RuleViolation):
+    pass
+
+
+class GuaranteeAlreadyClaimed(RuleViolation):
+    pass
+
+
+class EvidenceRequired(RuleViolation):
+    pass

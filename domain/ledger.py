@@ -37,7 +37,7 @@ from domain.members import (
     member_uuid,
     referral_code_for,
 )
-from domain.money import check_amount, format_money
+from domain.money import check_amount, format_money, half_even
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import SelfReferral, UnknownReferralCode, normalise_code
 
@@ -256,6 +256,106 @@ class Ledger(Application[UUID]):
             )
         return page
 
+    def _events_of_types(self, *names: str) -> Iterator[Any]:
+        """Member events of these types, in recorded order, read a page at a time."""
+        topics = [f"{MEMBER_TOPIC}{name}" for name in names]
+        start = 1
+        while True:
+            page = self.recorder.select_notifications(start=start, limit=1000, topics=topics)
+            if not page:
+                return
+            for notification in page:
+                yield self.mapper.to_domain_event(notification)
+            start = page[-1].id + 1
+
+    def analytics_summary(self, as_of: datetime | None = None) -> dict[str, Any]:
+        """Guarantee liability and the referral funnel, folded from the events themselves."""
+        moment = as_of or self.clock.now()
+        currency = self.terms().rules.currency
+        promises: dict[str, dict[str, Any]] = {}
+        funnel = {"registered": 0, "qualified": 0, "rewarded": 0, "voided": 0, "capped": 0}
+        steps = {
+            "ReferralRegistered": "registered",
+            "ReferralQualified": "qualified",
+            "ReferralRewarded": "rewarded",
+            "ReferralVoided": "voided",
+            "ReferralCapped": "capped",
+        }
+        for event in self._events_of_types(
+            "PurchaseRecorded", "PurchaseRefunded", "GuaranteeClaimed", *steps
+        ):
+            if event.timestamp > moment:
+                break
+            name = type(event).__name__
+            if name in steps:
+                funnel[steps[name]] += 1
+            elif name == "PurchaseRecorded" and event.guarantee is not None:
+                promises[event.order_id] = {
+                    **event.guarantee,
+                    "amount": event.amount,
+                    "refunded": Decimal(0),
+                    "payout": None,
+                }
+            elif event.order_id in promises:
+                promise = promises[event.order_id]
+                if name == "PurchaseRefunded":
+                    promise["refunded"] += event.amount
+                else:
+                    promise["payout"] = event.payout
+        policies: dict[str, dict[str, Any]] = {}
+        for promise in promises.values():
+            policy = policies.setdefault(
+                promise["policy"],
+                {"guaranteed_purchases": 0, "open": 0, "max_payout": Decimal(0), "claims": 0,
+                 "payouts": Decimal(0)},
+            )  # fmt: skip
+            policy["guaranteed_purchases"] += 1
+            left = promise["amount"] - promise["refunded"]
+            if promise["payout"] is not None:
+                policy["claims"] += 1
+                policy["payouts"] += promise["payout"]
+            elif promise["expires_at"] > moment and left > 0:
+                policy["open"] += 1
+                policy["max_payout"] += half_even(
+                    left * Decimal(promise["refund_percent"]) / 100, currency
+                )
+
+        def rate(part: int, whole: int) -> float:
+            return round(part / whole, 4) if whole else 0.0
+
+        for policy in policies.values():
+            policy["claim_rate"] = rate(policy["claims"], policy["guaranteed_purchases"])
+            policy["max_payout"] = format_money(policy["max_payout"], currency)
+            policy["payouts"] = format_money(policy["payouts"], currency)
+        totals = {
+            key: sum(p[key] for p in policies.values())
+            for key in ("guaranteed_purchases", "open", "claims")
+        }
+        return {
+            "as_of": moment.isoformat(),
+            "currency": currency,
+            "guarantees": {
+                **totals,
+                "max_payout": format_money(
+                    sum((Decimal(p["max_payout"]) for p in policies.values()), Decimal(0)),
+                    currency,
+                ),
+                "payouts": format_money(
+                    sum((Decimal(p["payouts"]) for p in policies.values()), Decimal(0)),
+                    currency,
+                ),
+                "claim_rate": rate(totals["claims"], totals["guaranteed_purchases"]),
+                "by_policy": dict(sorted(policies.items())),
+            },
+            "referrals": {
+                **funnel,
+                "qualification_rate": rate(
+                    funnel["qualified"] + funnel["capped"], funnel["registered"]
+                ),
+                "reward_rate": rate(funnel["rewarded"], funnel["qualified"]),
+            },
+        }
+
     # Purchases and refunds.
 
     def record_purchase(
@@ -363,6 +463,31 @@ class Ledger(Application[UUID]):
             if partner is not None:
                 referrals.after_refund(member, partner, order_id, refund_id, terms, now, cause)
             return self._refund_response(member, order_id, refund_id, currency), True
+
+        return self._change_member(member_id, command, partner_of=referrals.open_referrer)
+
+    def claim_guarantee(
+        self, order_id: str, claim_id: str, evidence: str | None, cause: str
+    ) -> tuple[dict[str, Any], bool]:
+        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        terms = self.terms()
+        currency = terms.rules.currency
+
+        def command(
+            member: Member, now: datetime, partner: Member | None
+        ) -> tuple[dict[str, Any], bool]:
+            claim = member.purchases[order_id].get("claim")
+            if claim is not None and claim["claim_id"] == claim_id:
+                check_same(
+                    {"evidence": claim["evidence"]},
+                    {"evidence": evidence},
+                    f"claim {claim_id!r}",
+                )
+                return member.claim_view(order_id, currency), False
+            refund_id = member.claim_guarantee(order_id, claim_id, evidence, terms, now, cause)
+            if partner is not None:
+                referrals.after_refund(member, partner, order_id, refund_id, terms, now, cause)
+            return member.claim_view(order_id, currency), True
 
         return self._change_member(member_id, command, partner_of=referrals.open_referrer)
 

@@ -20,13 +20,17 @@ from eventsourcing.domain import Aggregate
 
 from domain.errors import (
     Conflict,
+    EvidenceRequired,
+    GuaranteeAlreadyClaimed,
+    GuaranteeWindowClosed,
     InsufficientPoints,
     InvalidInput,
+    NoGuarantee,
     OverRefund,
     RedemptionAlreadyCancelled,
     UnknownReward,
 )
-from domain.money import ZERO, floor_whole, format_money
+from domain.money import ZERO, floor_whole, format_money, half_even
 from domain.program import NAMESPACE, GuaranteePolicy, ProgramRules
 
 MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -250,6 +254,36 @@ class Member(Aggregate):
             member.take_from_lots(self.taken)
             member.clawed_back += self.points_clawed_back
             member.debt += self.debt
+
+    class GuaranteeClaimed(Changed):
+        """The customer was not satisfied inside the window: the promise is paid out."""
+
+        order_id: str
+        claim_id: str
+        evidence: str | None
+        policy: str
+        refund_percent: int
+        unrefunded: Decimal
+        payout: Decimal
+        refund_id: str
+
+        def change(self, member: Member) -> None:
+            purchase = member.purchases[self.order_id]
+            refund = purchase["refunds"][self.refund_id]
+            purchase["claim"] = {
+                "claim_id": self.claim_id,
+                "evidence": self.evidence,
+                "policy": self.policy,
+                "refund_percent": self.refund_percent,
+                "unrefunded": self.unrefunded,
+                "payout": self.payout,
+                "refund_id": self.refund_id,
+                "claimed_at": self.at,
+                "recorded_at": self.timestamp,
+                "points_clawed_back": refund["points_clawed_back"],
+                "tier_before": refund["tier_before"],
+                "tier_after": refund["tier_after"],
+            }
 
     class PointsRedeemed(Changed):
         redemption_id: str
@@ -618,6 +652,10 @@ class Member(Aggregate):
         cause: str,
     ) -> None:
         purchase = self.purchases[order_id]
+        if purchase.get("claim") is not None:
+            raise GuaranteeAlreadyClaimed(
+                f"order {order_id!r} was refunded by its guarantee claim; nothing is left to refund"
+            )
         refundable = purchase["amount"] - purchase["refunded"]
         if refundable <= 0:
             raise OverRefund(f"order {order_id!r} is already refunded in full", "amount")
@@ -652,6 +690,80 @@ class Member(Aggregate):
         )
         self.downgrade_after_refund(at, terms, recorded_at, cause)
         self.record_due(at, terms, cause, recorded_at)
+
+    def claim_guarantee(
+        self,
+        order_id: str,
+        claim_id: str,
+        evidence: str | None,
+        terms: Terms,
+        now: datetime,
+        cause: str,
+    ) -> str:
+        """Pay out the purchase's promise: refund the rest, claw back its points. Returns the
+        refund id the claim recorded."""
+        purchase = self.purchases[order_id]
+        guarantee = purchase["guarantee"]
+        if guarantee is None:
+            raise NoGuarantee(f"order {order_id!r} was sold without a guarantee")
+        if purchase.get("claim") is not None:
+            raise Conflict(
+                f"the guarantee of order {order_id!r} was already claimed by "
+                f"{purchase['claim']['claim_id']!r}",
+                "claim_id",
+            )
+        closed: datetime = guarantee["expires_at"]
+        if now >= closed:
+            raise GuaranteeWindowClosed(
+                f"the {guarantee['policy']} guarantee window closed at {closed.isoformat()}"
+            )
+        if guarantee["evidence_required"] and not (evidence or "").strip():
+            raise EvidenceRequired(
+                f"the {guarantee['policy']} guarantee requires evidence", "evidence"
+            )
+        unrefunded = purchase["amount"] - purchase["refunded"]
+        if unrefunded <= 0:
+            raise OverRefund(f"order {order_id!r} is already refunded in full")
+        payout = half_even(
+            unrefunded * Decimal(guarantee["refund_percent"]) / 100, purchase["currency"]
+        )
+        refund_id = f"guarantee-claim:{claim_id}"
+        self.refund(order_id, refund_id, None, "guarantee claim", now, terms, now, cause)
+        self.trigger_event(
+            self.GuaranteeClaimed,
+            at=self.effective_time(now),
+            cause=cause,
+            program_version=terms.version,
+            timestamp=now,
+            order_id=order_id,
+            claim_id=claim_id,
+            evidence=evidence,
+            policy=guarantee["policy"],
+            refund_percent=guarantee["refund_percent"],
+            unrefunded=unrefunded,
+            payout=payout,
+            refund_id=refund_id,
+        )
+        return refund_id
+
+    def claim_view(self, order_id: str, currency: str) -> dict[str, Any]:
+        claim = self.purchases[order_id]["claim"]
+        return {
+            "claim_id": claim["claim_id"],
+            "order_id": order_id,
+            "member_id": self.member_id,
+            "policy": claim["policy"],
+            "refund_percent": claim["refund_percent"],
+            "evidence": claim["evidence"],
+            "refunded_amount": format_money(claim["unrefunded"], currency),
+            "payout": format_money(claim["payout"], currency),
+            "currency": currency,
+            "points_clawed_back": claim["points_clawed_back"],
+            "claimed_at": iso(claim["claimed_at"]),
+            "recorded_at": iso(claim["recorded_at"]),
+            "tier": claim["tier_after"],
+            "tier_changed": claim["tier_after"] != claim["tier_before"],
+        }
 
     def redeem(
         self,
@@ -1030,7 +1142,7 @@ class Member(Aggregate):
                 "evidence_required": guarantee["evidence_required"],
                 "expires_at": iso(guarantee["expires_at"]),
             },
-            "claim": None,
+            "claim": None if purchase.get("claim") is None else self.claim_view(order_id, currency),
         }
 
     def purchase_response(self, order_id: str, currency: str) -> dict[str, Any]:
