@@ -16,7 +16,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from adapters.keys import KeyStore
-from api import analytics, events, members, ops, problems, program, purchases, redemptions
+from api import analytics, audit, events, members, ops, problems, program, purchases, redemptions
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
@@ -122,6 +122,7 @@ def create_app(
         program.blp,
         events.blp,
         analytics.blp,
+        audit.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)

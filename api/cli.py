@@ -8,10 +8,12 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from types import FrameType
 
 from werkzeug.serving import make_server
 
+from adapters.export import export_lines, verify_lines
 from adapters.keys import KEY_ROLES, KeyStore
 from adapters.settings import ConfigurationError, Settings
 from api.bootstrap import bootstrap, build_app
@@ -22,6 +24,9 @@ from api.scheduler import INTERVAL_SECONDS, Scheduler
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "needs_settings", True):
+        offline: int = args.run(args, None)
+        return offline
     try:
         settings = Settings.from_environ()
     except ConfigurationError as error:
@@ -56,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=INTERVAL_SECONDS, help="seconds between passes"
     )
     scheduler.set_defaults(run=_schedule)
+
+    audit = commands.add_parser("audit", help="export the ledger and verify exports")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    export = audit_commands.add_parser("export", help="write the hash-chained JSON Lines export")
+    export.add_argument("file", nargs="?", help="where to write it (default: standard output)")
+    export.set_defaults(run=_export)
+    verify = audit_commands.add_parser(
+        "verify-export", help="recompute an export's hash chain offline; say where it breaks"
+    )
+    verify.add_argument("file", help="an export written by GET /v1/audit/export")
+    verify.set_defaults(run=_verify_export, needs_settings=False)
     return parser
 
 
@@ -122,6 +138,37 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
         ledger.close()
         keys.close()
     return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        lines = export_lines(
+            lambda after, limit: ledger.event_log(after=after, limit=limit), ledger.clock.now()
+        )
+        with (
+            open(args.file, "w", encoding="utf-8") if args.file else nullcontext(sys.stdout) as out
+        ):
+            for line in lines:
+                out.write(line + "\n")
+    finally:
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _verify_export(args: argparse.Namespace, settings: Settings | None) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as lines:
+            result = verify_lines(lines)
+    except OSError as error:
+        print(f"daifuku: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    if result.ok:
+        print(f"OK: {result.events} events, head sha256 {result.head_sha256}")
+        return 0
+    print(f"BROKEN at line {result.broken_at}: {result.reason} ({result.events} events before it)")
+    return 1
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
