@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -54,6 +54,7 @@ class Ledger(Application[UUID]):
     is_snapshotting_enabled = True
     lock_stripes = 256
     max_attempts = 20
+    program_refresh_seconds = 1.0
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class Ledger(Application[UUID]):
         self.snapshotting_intervals = {Member: snapshot_interval}  # type: ignore[misc]
         self._locks_by_stripe = [threading.Lock() for _ in range(self.lock_stripes)]
         self._terms: Terms | None = None
+        self._terms_checked = 0.0
         self._due: dict[UUID, datetime] = {}
         self._scanned_to = 0
         self._scheduler_lock = threading.Lock()
@@ -83,12 +85,17 @@ class Ledger(Application[UUID]):
                 self.save(program)
 
     def terms(self) -> Terms:
+        """The program version in force; another process's publication is seen within a second."""
+        cached = self._terms
+        checked = time.monotonic()
+        if cached is not None and checked - self._terms_checked < self.program_refresh_seconds:
+            return cached
         program: Program = self.repository.get(PROGRAM_ID, deepcopy_from_cache=False)
         version = len(program.versions)
-        cached = self._terms
         if cached is None or cached.version != version:
             cached = Terms(version, program.current().rules)
             self._terms = cached
+        self._terms_checked = checked
         return cached
 
     def program(self) -> ProgramVersion:
@@ -111,6 +118,7 @@ class Ledger(Application[UUID]):
                 self.save(program)
             except IntegrityError:
                 continue
+            self._terms = None
             return published
         raise Conflict("the program is being changed by someone else; try again")
 
@@ -638,6 +646,13 @@ class Ledger(Application[UUID]):
                 stack.enter_context(self._locks_by_stripe[stripe])
             yield
 
+    def _cached_member(self, uid: UUID, member_id: str) -> Member:
+        cache = self.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                return cast(Member, cache.get(uid))
+        return self._member(uid, member_id)
+
     def _evict(self, *uids: UUID) -> None:
         cache = self.repository.cache
         if cache is not None:
@@ -660,15 +675,19 @@ class Ledger(Application[UUID]):
         conflict in the event store; the loser reloads and runs its command again.
         """
         uid = member_uuid(member_id)
+        # The cached member is used as it is: if another process wrote since, the save meets
+        # a version conflict, and a refusal is checked again on a fresh copy before it stands.
+        fresh = False
         for attempt in range(self.max_attempts):
+            load = self._member if fresh else self._cached_member
             partner_id = None
             if partner_of is not None:
                 with self._lock(uid):
-                    partner_id = partner_of(self._member(uid, member_id))
+                    partner_id = partner_of(load(uid, member_id))
             uids = [uid] if partner_id is None else [uid, member_uuid(partner_id)]
             with self._locks(uids):
-                member = self._member(uid, member_id)
-                partner = None if partner_id is None else self._member(uids[1], partner_id)
+                member = load(uid, member_id)
+                partner = None if partner_id is None else load(uids[1], partner_id)
                 try:
                     result, created = command(member, self.clock.now(), partner)
                     changed: list[Aggregate] = [
@@ -683,8 +702,14 @@ class Ledger(Application[UUID]):
                     return result, created
                 except IntegrityError:
                     self._evict(*uids)
-                except DomainError:
+                    fresh = True
+                except (DomainError, KeyError) as error:
                     self._evict(*uids)
+                    if not fresh:
+                        fresh = True
+                        continue
+                    if not isinstance(error, DomainError):
+                        raise
                     if on_conflict is not None:
                         on_conflict()  # another member's id is a conflict, whatever else fails
                     raise
