@@ -7,7 +7,9 @@ no custom transcoding.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import heapq
 import math
 import re
 from dataclasses import dataclass
@@ -99,6 +101,7 @@ class Member(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.business_time = max(aggregate.business_time, self.at)
             self.change(aggregate)
+            aggregate.prune_due_lots()
 
         def change(self, member: Member) -> None:
             """The state change of this event, run on every replay."""
@@ -138,7 +141,10 @@ class Member(Aggregate):
                 "tier_after": member.tier,
                 "program_version": self.program_version,
             }
+            member.purchases[self.order_id]["seq"] = len(member.purchase_order)
             member.purchase_order.append(self.order_id)
+            member.spend_times.append(self.at)
+            member.spend_totals.append(member.spend_totals[-1] + self.amount)
             member.categories.extend(self.new_categories)
             member.last_purchase_at = self.at
             if self.lot is not None:
@@ -207,7 +213,11 @@ class Member(Aggregate):
         points: int
 
         def change(self, member: Member) -> None:
-            member.lots[self.lot]["status"] = "available"
+            lot = member.lots[self.lot]
+            member.balance["pending"] -= lot["remaining"]
+            member.balance["available"] += lot["remaining"]
+            lot["status"] = "available"
+            heapq.heappush(member.due_lots, [lot["expires_at"], 1, self.lot])
             member.settle_debt(self.lot)
 
     class PointsExpired(Changed):
@@ -217,6 +227,7 @@ class Member(Aggregate):
         def change(self, member: Member) -> None:
             lot = member.lots[self.lot]
             lot["remaining"] -= self.points
+            member.balance["available"] -= self.points
             lot["status"] = "expired"
             member.expired += self.points
             member.close_lot_if_empty(self.lot)
@@ -235,6 +246,10 @@ class Member(Aggregate):
         def change(self, member: Member) -> None:
             purchase = member.purchases[self.order_id]
             purchase["refunded"] += self.amount
+            # The running totals after this purchase all lose the refunded amount.
+            totals = member.spend_totals
+            for i in range(purchase["seq"] + 1, len(totals)):
+                totals[i] -= self.amount
             purchase["clawed"] += self.points_clawed_back
             purchase["refunds"][self.refund_id] = {
                 "refund_id": self.refund_id,
@@ -515,6 +530,12 @@ class Member(Aggregate):
         self.last_purchase_at: datetime | None = None
         self.lots: list[dict[str, Any]] = []
         self.open_lots: list[int] = []
+        # Derived indexes, kept by the events' apply methods: points by lot status, a heap of
+        # the lots' next due times, and running spend totals by effective time.
+        self.balance: dict[str, int] = {"pending": 0, "available": 0}
+        self.due_lots: list[list[Any]] = []
+        self.spend_times: list[datetime] = []
+        self.spend_totals: list[Decimal] = [ZERO]
         self.redemptions: dict[str, dict[str, Any]] = {}
         self.lifetime_earned = 0
         self.clawed_back = 0
@@ -727,7 +748,8 @@ class Member(Aggregate):
         payout = half_even(
             unrefunded * Decimal(guarantee["refund_percent"]) / 100, purchase["currency"]
         )
-        refund_id = f"guarantee-claim:{claim_id}"
+        # '#' is outside the caller-chosen id alphabet, so no storefront refund id can collide.
+        refund_id = f"guarantee-claim#{claim_id}"
         self.refund(order_id, refund_id, None, "guarantee claim", now, terms, now, cause)
         self.trigger_event(
             self.GuaranteeClaimed,
@@ -838,14 +860,9 @@ class Member(Aggregate):
 
     def _next_due(self) -> tuple[datetime, int, int] | None:
         best: tuple[datetime, int, int] | None = None
-        for index in self.open_lots:
-            lot = self.lots[index]
-            if lot["status"] == "pending":
-                candidate = (lot["available_at"], 0, index)
-            else:
-                candidate = (lot["expires_at"], 1, index)
-            if best is None or candidate < best:
-                best = candidate
+        if self.due_lots:
+            when, kind, index = self.due_lots[0]
+            best = (when, kind, index)
         if self.review_at is not None:
             candidate = (self.review_at, 2, -1)
             if best is None or candidate < best:
@@ -964,7 +981,20 @@ class Member(Aggregate):
             }
         )
         self.open_lots.append(index)
+        self.balance[status] += points
+        due = available_at if status == "pending" else expires_at
+        heapq.heappush(self.due_lots, [due, 0 if status == "pending" else 1, index])
         return index
+
+    def prune_due_lots(self) -> None:
+        """Drop queued due times of lots that were emptied or moved on since they were queued."""
+        heap = self.due_lots
+        while heap:
+            _, kind, index = heap[0]
+            lot = self.lots[index]
+            if lot["remaining"] > 0 and lot["status"] == ("pending", "available")[kind]:
+                return
+            heapq.heappop(heap)
 
     def close_lot_if_empty(self, index: int) -> None:
         lot = self.lots[index]
@@ -975,7 +1005,9 @@ class Member(Aggregate):
 
     def take_from_lots(self, taken: list[list[int]]) -> None:
         for index, points in taken:
-            self.lots[index]["remaining"] -= points
+            lot = self.lots[index]
+            lot["remaining"] -= points
+            self.balance[lot["status"]] -= points
             self.close_lot_if_empty(index)
 
     def settle_debt(self, index: int) -> None:
@@ -984,6 +1016,7 @@ class Member(Aggregate):
         settled = min(self.debt, lot["remaining"])
         if settled:
             lot["remaining"] -= settled
+            self.balance[lot["status"]] -= settled
             self.debt -= settled
             self.close_lot_if_empty(index)
 
@@ -1014,24 +1047,14 @@ class Member(Aggregate):
     ) -> Decimal:
         """Net spend of the purchases that took effect in the trailing period ending at ``at``."""
         start = since if since is not None else at - timedelta(days=rules.tier_period_days)
-        total = ZERO
-        for order_id in reversed(self.purchase_order):
-            purchase = self.purchases[order_id]
-            if purchase["at"] <= start:
-                break
-            if purchase["at"] <= at:
-                total += purchase["amount"] - purchase["refunded"]
-        return total
+        first = bisect.bisect_right(self.spend_times, start)
+        last = bisect.bisect_right(self.spend_times, at)
+        if last <= first:
+            return ZERO
+        return self.spend_totals[last] - self.spend_totals[first]
 
     def available_points(self) -> int:
-        return int(
-            sum(
-                self.lots[i]["remaining"]
-                for i in self.open_lots
-                if self.lots[i]["status"] == "available"
-            )
-            - self.debt
-        )
+        return self.balance["available"] - self.debt
 
     def pending_lots(self) -> list[dict[str, Any]]:
         return [
