@@ -174,6 +174,9 @@ class Ledger(Application[UUID]):
                     self._evict(*uids)
                     time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
+                except BaseException:
+                    self._evict(*uids)  # the cached referrer holds events that were not saved
+                    raise
                 return member.status(now, terms), True
         raise Conflict(f"member {member_id!r} is being enrolled concurrently; try again")
 
@@ -209,8 +212,11 @@ class Ledger(Application[UUID]):
     def referrals(self, member_id: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """The referrals a member made, in the order the friends enrolled."""
         uid = member_uuid(member_id)
+        terms = self.terms()
         with self._lock(uid):
-            member = self._member(uid, member_id)
+            # As of now, like the status: a reward whose window has passed reads as rewarded
+            # whether or not the scheduler has run since.
+            member = self._member(uid, member_id).projected(self.clock.now(), terms)
             chosen = member.referral_order[after : after + limit]
             return [
                 {**referrals.referral_view(member.referrals[r], member_id), "seq": i}
@@ -292,8 +298,9 @@ class Ledger(Application[UUID]):
         for event in self._events_of_types(
             "PurchaseRecorded", "PurchaseRefunded", "GuaranteeClaimed", *steps
         ):
+            # Not break: writers in other processes may commit in another order than their times.
             if event.timestamp > moment:
-                break
+                continue
             name = type(event).__name__
             if name in steps:
                 funnel[steps[name]] += 1

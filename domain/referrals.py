@@ -93,6 +93,10 @@ def open_referrer(referee: Member) -> str | None:
     referral = referee.referral
     if referral is None or referral["state"] not in ("registered", "qualified"):
         return None
+    if referral["state"] == "qualified":
+        purchase = referee.purchases[referral["order_id"]]
+        if referee.business_time >= purchase["available_at"]:
+            return None  # the window has passed: the reward stands whatever comes next
     return str(referral["referrer_id"])
 
 

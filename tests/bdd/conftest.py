@@ -8,7 +8,7 @@ through the ``database_url`` fixture of tests/conftest.py.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -33,7 +33,8 @@ from tests.conftest import fresh_postgres_database
 # Before every time a scenario names, so the program's first version is already in force.
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PROBLEM = "application/problem+json"
-ID_FIELDS = ("member_id", "order_id", "refund_id", "redemption_id")
+# The most specific id first: a purchase names its member too, but is known by its order id.
+ID_FIELDS = ("refund_id", "redemption_id", "order_id", "member_id")
 CALLER_PATTERN = (
     r"storefront|auditor|admin|member [A-Za-z0-9._:-]+|anonymous caller"
     r"|holder of an unknown key|holder of a tampered member token for [A-Za-z0-9._:-]+"
@@ -870,3 +871,304 @@ def recorded_changes(world: World, member_id: str, datatable: list[list[str]]) -
         if event["type"] in kinds
     ]
     assert found == expected, found
+
+
+# Referrals.
+
+REFERRAL_STEPS = {
+    # step of a referral -> (the referrer's event, the referee's event or None)
+    "registered": ("ReferralRegistered", "ReferredBy"),
+    "qualified": ("ReferralQualified", "RefereeRewardPending"),
+    "rewarded": ("ReferralRewarded", None),
+    "voided": ("ReferralVoided", "RefereeRewardVoided"),
+    "capped": ("ReferralCapped", "RefereeReferralCapped"),
+}
+REFERRAL_DATES = {
+    "qualified": "qualified_at",
+    "rewarded": "rewarded_at",
+    "voided": "voided_at",
+    "capped": "capped_at",
+}
+# The dates a referral in each state has (registered_at always).
+DATES_BY_STATE = {
+    "registered": set(),
+    "qualified": {"qualified_at"},
+    "rewarded": {"qualified_at", "rewarded_at"},
+    "voided": {"qualified_at", "voided_at"},
+    "capped": {"capped_at"},
+}
+
+
+def referral_code_of(world: World, member_id: str) -> str:
+    code: str = world.status(member_id)["referral_code"]
+    assert len(code) == 8, code
+    return code
+
+
+def enrol_with_code(world: World, caller: str, member_id: str, email: str, code: str) -> None:
+    body = {"member_id": member_id, "email": email, "referral_code": code}
+    response = world.call("POST", "/v1/members", caller, body)
+    if response.status_code in (200, 201):
+        assert response.json["member_id"] == member_id, response.json
+        assert response.json["referral_code"] != code, "a member gets a code of its own"
+
+
+def check_referral(item: dict[str, Any]) -> None:
+    """What every listed referral must say about itself, whatever its state."""
+    state = item["state"]
+    assert state in DATES_BY_STATE, item
+    assert item["registered_at"] is not None, item
+    for date in REFERRAL_DATES.values():
+        assert (item[date] is not None) == (date in DATES_BY_STATE[state]), (date, item)
+    rewarded = state in ("qualified", "rewarded")
+    assert (item["qualifying_order_id"] is not None) == (state != "registered"), item
+    assert (item["reward_available_at"] is not None) == ("qualified_at" in DATES_BY_STATE[state])
+    expected = (
+        (item["terms"]["referrer_points"], item["terms"]["referee_points"]) if rewarded else (0, 0)
+    )
+    assert (item["referrer_points"], item["referee_points"]) == expected, item
+    if state == "rewarded":
+        assert item["rewarded_at"] == item["reward_available_at"], item
+
+
+def referrals_of(world: World, member_id: str, limit: int = 1000) -> list[list[dict[str, Any]]]:
+    """The member's referrals, page by page, as a storefront reads them."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor = None
+    while True:
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        response = world.client.get(
+            f"/v1/members/{member_id}/referrals{query}",
+            headers={"Authorization": f"Bearer {world.api_keys['storefront']}"},
+        )
+        assert response.status_code == 200, response.json
+        items: list[dict[str, Any]] = response.json["items"]
+        assert len(items) <= limit
+        for item in items:
+            assert item["referrer_id"] == member_id, item
+            check_referral(item)
+        pages.append(items)
+        cursor = response.json["next"]
+        if not cursor:
+            return pages
+
+
+def referral(world: World, referrer_id: str, referee_id: str) -> dict[str, Any]:
+    pages = referrals_of(world, referrer_id)
+    found = [item for page in pages for item in page if item["referee_id"] == referee_id]
+    assert len(found) == 1, pages
+    return found[0]
+
+
+@given(step('"{member_id:q}" enrolled with the referral code of "{referrer_id:q}"'))
+def enrolled_with_code_of(world: World, member_id: str, referrer_id: str) -> None:
+    code = referral_code_of(world, referrer_id)
+    enrol_with_code(world, "storefront", member_id, f"{member_id}@example.com", code)
+    assert world.response is not None and world.response.status_code == 201, world.body()
+    assert referral(world, referrer_id, member_id)["state"] == "registered"
+
+
+@when(
+    step(
+        'the {caller:caller} enrols "{member_id:q}" with the email "{email:q}" and the referral '
+        'code of "{referrer_id:q}"'
+    )
+)
+def enrol_with_code_of(
+    world: World, caller: str, member_id: str, email: str, referrer_id: str
+) -> None:
+    enrol_with_code(world, caller, member_id, email, referral_code_of(world, referrer_id))
+
+
+@when(
+    step(
+        'the {caller:caller} enrols "{member_id:q}" with the email "{email:q}" and the referral '
+        'code "{code:q}"'
+    )
+)
+def enrol_with_literal_code(
+    world: World, caller: str, member_id: str, email: str, code: str
+) -> None:
+    enrol_with_code(world, caller, member_id, email, code)
+
+
+@given(
+    step(
+        '{count:d} friends of "{referrer_id:q}" enrolled with her referral code and each bought '
+        '"{amount:q}"'
+    )
+)
+def friends_enrolled_and_bought(world: World, count: int, referrer_id: str, amount: str) -> None:
+    code = referral_code_of(world, referrer_id)
+    for n in range(1, count + 1):
+        friend = f"friend-{n:02d}"
+        enrol_with_code(world, "storefront", friend, f"{friend}@example.com", code)
+        assert world.response is not None and world.response.status_code == 201, world.body()
+        body = purchase_body(f"F-{n:02d}", amount, friend)
+        response = world.call("POST", "/v1/purchases", "storefront", body)
+        assert response.status_code == 201, response.json
+    (page,) = referrals_of(world, referrer_id)
+    assert [item["referee_id"] for item in page] == [f"friend-{n:02d}" for n in range(1, count + 1)]
+
+
+@then(step('"{referrer_id:q}" has a "{state:q}" referral of "{referee_id:q}"'))
+def has_referral(world: World, referrer_id: str, state: str, referee_id: str) -> None:
+    assert referral(world, referrer_id, referee_id)["state"] == state
+
+
+@then(step('"{referrer_id:q}" has {count:d} "{state:q}" referral'))
+@then(step('"{referrer_id:q}" has {count:d} "{state:q}" referrals'))
+def has_referrals_in_state(world: World, referrer_id: str, count: int, state: str) -> None:
+    items = [item for page in referrals_of(world, referrer_id) for item in page]
+    assert [item["state"] for item in items].count(state) == count, items
+
+
+@then(step('"{member_id:q}" has no referrals'))
+def has_no_referrals(world: World, member_id: str) -> None:
+    assert referrals_of(world, member_id) == [[]]
+    assert "ReferralRegistered" not in [event["type"] for event in world.events(member_id)]
+
+
+@then(step('the referrals of "{referrer_id:q}" are:'))
+def referrals_are(world: World, referrer_id: str, datatable: list[list[str]]) -> None:
+    header, *rows = datatable
+    expected = [dict(zip(header, row, strict=True)) for row in rows]
+    items = [item for page in referrals_of(world, referrer_id) for item in page]
+    found = [
+        {
+            "referee": item["referee_id"],
+            "state": item["state"],
+            "qualifying order": item["qualifying_order_id"] or "",
+            "referrer points": str(item["referrer_points"]),
+            "referee points": str(item["referee_points"]),
+            "reward available at": item["reward_available_at"] or "",
+        }
+        for item in items
+    ]
+    for row in expected:
+        if row["reward available at"]:
+            row["reward available at"] = instant(row["reward available at"]).isoformat()
+    assert found == expected, items
+
+
+@then(
+    step(
+        'reading the referrals of "{referrer_id:q}" {size:d} at a time gives {count:d} pages, '
+        "in the order the friends enrolled"
+    )
+)
+def referrals_paged(world: World, referrer_id: str, size: int, count: int) -> None:
+    pages = referrals_of(world, referrer_id, limit=size)
+    assert len(pages) == count, pages
+    assert all(len(page) == size for page in pages[:-1]), pages
+    assert 0 < len(pages[-1]) <= size, pages
+    (whole,) = referrals_of(world, referrer_id)
+    assert [item for page in pages for item in page] == whole
+    registered = [
+        event["data"]["referee_id"]
+        for event in world.events(referrer_id)
+        if event["type"] == "ReferralRegistered"
+    ]
+    assert [item["referee_id"] for item in whole] == registered
+
+
+REQUEST_CAUSES: tuple[tuple[str, Callable[[Any], tuple[str, str, str]]], ...] = (
+    ('the enrolment of "{member_id}"', lambda found: ("POST", "/v1/members", found["member_id"])),
+    ('purchase "{order_id}"', lambda found: ("POST", "/v1/purchases", found["order_id"])),
+    (
+        'refund "{refund_id}" of "{order_id}"',
+        lambda found: ("POST", f"/v1/purchases/{found['order_id']}/refunds", found["refund_id"]),
+    ),
+)
+
+
+def expected_cause(world: World, text: str) -> str:
+    """The cause an event records: the id of the request that made it, or the scheduler run."""
+    for pattern, request_key in REQUEST_CAUSES:
+        found = parse.parse(pattern, text)
+        if found is not None:
+            response = world.first[request_key(found)]
+            assert response.status_code == 201, response.get_json()
+            request_id: str = response.headers["X-Request-Id"]
+            assert request_id
+            return request_id
+    run = parse.parse("the scheduler run at {moment}", text)
+    assert run is not None, f"no cause reads {text!r}"
+    return f"scheduler:{instant(run['moment']).isoformat()}"
+
+
+@then(step('the referral of "{referee_id:q}" by "{referrer_id:q}" records these causes:'))
+def referral_causes(
+    world: World, referee_id: str, referrer_id: str, datatable: list[list[str]]
+) -> None:
+    """The referral's causes, and the same cause on its events in both members' ledgers."""
+    header, *rows = datatable
+    described = {row[header.index("step")]: row[header.index("cause")] for row in rows}
+    expected = {name: expected_cause(world, text) for name, text in described.items()}
+    made = referral(world, referrer_id, referee_id)
+    assert made["causes"] == expected, made
+    referrer_events = world.events(referrer_id)
+    referee_events = world.events(referee_id)
+    for name, cause in expected.items():
+        referrer_kind, referee_kind = REFERRAL_STEPS[name]
+        (mine,) = [
+            e for e in referrer_events
+            if e["type"] == referrer_kind and e["data"]["referee_id"] == referee_id
+        ]  # fmt: skip
+        assert mine["data"]["cause"] == cause, mine
+        if referee_kind is not None:
+            (theirs,) = [e for e in referee_events if e["type"] == referee_kind]
+            assert (theirs["data"]["cause"], theirs["data"]["referrer_id"]) == (
+                cause,
+                referrer_id,
+            ), theirs
+        if name in ("qualified", "capped"):
+            assert mine["data"]["order_id"] == made["qualifying_order_id"], mine
+        if name == "voided":
+            refund = parse.parse('refund "{refund_id}" of "{order_id}"', described[name])
+            assert refund is not None and refund["order_id"] == made["qualifying_order_id"]
+            assert mine["data"]["refund_id"] == refund["refund_id"], mine
+
+
+@then(step("the refund claws back {points:d} point"))
+def refund_claws_back_one(world: World, points: int) -> None:
+    refund_claws_back(world, points)
+
+
+@then("the program in force has these referral rules:")
+def program_referral_rules(world: World, datatable: list[list[str]]) -> None:
+    header, *rows = datatable
+    (row,) = rows
+    expected = dict(zip(header, row, strict=True))
+    found = world.program()["rules"]["referrals"]
+    assert {key: str(value) for key, value in found.items()} == expected, found
+
+
+@when(
+    step(
+        "the {caller:caller} publishes a program version in which a referrer earns "
+        "{referrer_points:d} points and a referee {referee_points:d} for a first purchase of "
+        '"{amount:q}"'
+    )
+)
+def publish_referral_terms(
+    world: World, caller: str, referrer_points: int, referee_points: int, amount: str
+) -> None:
+    rules = world.program()["rules"]
+    rules["referrals"].update(
+        referrer_points=referrer_points, referee_points=referee_points, qualifying_amount=amount
+    )
+    world.call("PUT", "/v1/program", caller, rules)
+
+
+def read_referrals(world: World, caller: str, member_id: str) -> TestResponse:
+    response = world.call("GET", f"/v1/members/{member_id}/referrals", caller)
+    if response.status_code == 200:
+        items = response.json["items"]
+        assert [(i["referee_id"], i["state"]) for i in items] == [("bob", "registered")], items
+    return response
+
+
+@when(step('these callers read the referrals of "{member_id:q}":'))
+def callers_read_referrals(world: World, member_id: str, datatable: list[list[str]]) -> None:
+    ask_each(world, datatable, lambda caller: read_referrals(world, caller, member_id))
