@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
-from api.schemas import DecimalText, Instant
+from api.members import _cursor, _read_cursor
+from api.schemas import DecimalText, EventsQuery, Instant
 
 blp = ApiBlueprint(
     "analytics",
@@ -60,3 +61,63 @@ class Summary(Schema):
 def summary(query: dict[str, Any]) -> dict[str, Any]:
     """Guarantee liability per policy, claims and payouts, and the referral funnel"""
     return ledger().analytics_summary(as_of=query.get("as_of"))
+
+
+class MembersQuery(EventsQuery):
+    as_of = Instant(metadata={"description": "the values as they were at this instant"})
+    class_ = fields.String(
+        data_key="class",
+        validate=validate.OneOf(["A", "B", "C", "D"]),
+        metadata={"description": "only the members of this value class"},
+    )
+
+
+class Rfm(Schema):
+    recency_days = fields.Integer(metadata={"description": "whole days since the last purchase"})
+    recency = fields.Integer(metadata={"description": "1-5 by quintile, 5 the most recent"})
+    frequency = fields.Integer(metadata={"description": "1-5 by quintile of purchases"})
+    monetary = fields.Integer(metadata={"description": "1-5 by quintile of net contribution"})
+
+
+class MemberValue(Schema):
+    member_id = fields.String()
+    stage = fields.String()
+    value_class = fields.String(
+        allow_none=True, metadata={"description": "A-D by quartile; none without purchases"}
+    )
+    net_contribution = DecimalText(
+        metadata={"description": "purchases - refunds - guarantee payouts - points redeemed"}
+    )
+    lifetime_value = DecimalText(metadata={"description": "realised: net contribution to date"})
+    rfm = fields.Nested(Rfm, allow_none=True)
+    purchases = fields.Integer()
+    average_order_value = DecimalText(allow_none=True)
+    purchases_per_year = fields.Float(metadata={"description": "per 365 days of tenure"})
+
+
+class MemberValuePage(Schema):
+    as_of = Instant()
+    currency = fields.String()
+    members_with_purchases = fields.Integer()
+    pareto_top20_share = fields.Float(
+        allow_none=True,
+        metadata={"description": "share of the net contribution the top ceil(N/5) buyers bring"},
+    )
+    items = fields.List(fields.Nested(MemberValue))
+    next = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
+
+
+@blp.route("/members")
+@allow("auditor")
+@blp.arguments(MembersQuery, location="query")
+@blp.response(200, MemberValuePage)
+def members(query: dict[str, Any]) -> dict[str, Any]:
+    """Per member: value class, RFM scores, net contribution and stage; the Pareto share"""
+    limit: int = query["limit"]
+    after = _read_cursor(query.get("cursor"))
+    found = ledger().customer_value(
+        as_of=query.get("as_of"), value_class=query.get("class_"), after=after, limit=limit + 1
+    )
+    page = found.pop("members")
+    more = len(page) > limit
+    return {**found, "items": page[:limit], "next": _cursor(after + limit) if more else None}

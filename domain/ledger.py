@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain import referrals
+from domain import referrals, value
 from domain.clock import Clock, SystemClock
 from domain.errors import (
     Conflict,
@@ -369,6 +369,89 @@ class Ledger(Application[UUID]):
                 ),
                 "reward_rate": rate(funnel["rewarded"], funnel["qualified"]),
             },
+        }
+
+    def customer_value(
+        self,
+        as_of: datetime | None = None,
+        value_class: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Per member: net contribution, value class, RFM and lifecycle stage (domain/value.py).
+
+        Classes, scores and the Pareto share rank every member with purchases as of the instant;
+        ``value_class`` then keeps one class, and ``after``/``limit`` page through the rest.
+        """
+        moment = as_of or self.clock.now()
+        rules = self.program_at(moment).rules
+        facts: dict[str, value.MemberFacts] = {}
+        redemptions: dict[str, tuple[str, int]] = {}
+        for event in self._events_of_types(
+            "Enrolled",
+            "PurchaseRecorded",
+            "PurchaseRefunded",
+            "GuaranteeClaimed",
+            "PointsRedeemed",
+            "RedemptionCancelled",
+        ):
+            # Not break: writers in other processes may commit in another order than their times.
+            if event.timestamp > moment:
+                continue
+            name = type(event).__name__
+            if name == "Enrolled":
+                facts[event.member_id] = value.MemberFacts(event.member_id, event.at)
+                continue
+            member = facts.get(event.member_id)
+            if member is None:
+                continue
+            if name == "PurchaseRecorded":
+                member.purchases.append(value.Purchase(event.occurred_at, event.amount))
+            elif name == "PurchaseRefunded":
+                member.refunds += event.amount
+            elif name == "GuaranteeClaimed":
+                # The claim's own refund is part of what its payout hands back.
+                member.refunds -= event.unrefunded
+                member.guarantee_payouts += event.payout
+            elif name == "PointsRedeemed":
+                member.points_redeemed += event.points
+                redemptions[event.redemption_id] = (event.member_id, event.points)
+            elif event.redemption_id in redemptions:
+                member.points_redeemed -= redemptions.pop(event.redemption_id)[1]
+        found = value.customer_value(list(facts.values()), moment, rules.point_value)
+        kept = [v for v in found.members if value_class in (None, v.value_class)]
+        chosen = kept[after : after + limit]
+        currency = rules.currency
+
+        def money(amount: Decimal | None) -> str | None:
+            return None if amount is None else format_money(half_even(amount, currency), currency)
+
+        return {
+            "as_of": moment.isoformat(),
+            "currency": currency,
+            "members_with_purchases": found.members_with_purchases,
+            "pareto_top20_share": found.pareto_top20_share,
+            "members": [
+                {
+                    "member_id": v.member_id,
+                    "stage": self.member_status(v.member_id, as_of)["stage"],
+                    "value_class": v.value_class,
+                    "net_contribution": money(v.net_contribution),
+                    "lifetime_value": money(v.net_contribution),
+                    "rfm": None
+                    if v.recency is None
+                    else {
+                        "recency_days": v.recency_days,
+                        "recency": v.recency,
+                        "frequency": v.frequency,
+                        "monetary": v.monetary,
+                    },
+                    "purchases": v.purchases,
+                    "average_order_value": money(v.average_order_value),
+                    "purchases_per_year": v.purchases_per_year,
+                }
+                for v in chosen
+            ],
         }
 
     # Purchases and refunds.

@@ -1,0 +1,180 @@
+"""Customer value: net contribution, value classes, the Pareto share and RFM scores.
+
+Pure functions over per-member facts as of one instant; the ledger folds the facts from events.
+
+Definitions (PROGRAM.md, "Customer value"):
+
+- Net contribution = purchases - refunds - guarantee payouts - points redeemed x point value.
+  A guarantee claim records the refund of what was left of the order and its payout; the payout
+  is the whole amount handed back, so that refund is counted once, inside the payout.
+- Ranks are among the members with purchases only. A member's standing is the fraction of those
+  members that are strictly better on a measure, so tied members share the better rank.
+- Value class: standing < 1/4 -> A, < 2/4 -> B, < 3/4 -> C, otherwise D (with 8 members and no
+  ties: 2 A, 2 B, 2 C, 2 D). A negative contribution is always D.
+- RFM scores: 5 - floor(5 x standing), so the best fifth scores 5 and the worst fifth 1.
+  Recency is whole days since the last purchase (fewer is better), frequency the number of
+  purchases, monetary the net contribution.
+- Pareto share: the top ceil(N / 5) of the N members with purchases, by net contribution,
+  bring this share of the total net contribution, rounded half-even to 4 places; none when the
+  total is not positive.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from typing import TypeVar
+
+ZERO = Decimal("0")
+DEFAULT_POINT_VALUE = Decimal("0.01")
+CLASSES = ("A", "B", "C", "D")
+DAY = timedelta(days=1)
+K = TypeVar("K", int, Decimal)
+
+
+@dataclass
+class Purchase:
+    occurred_at: datetime
+    amount: Decimal
+
+
+@dataclass
+class MemberFacts:
+    """What one member brought and cost up to an instant."""
+
+    member_id: str
+    enrolled_at: datetime
+    purchases: list[Purchase] = field(default_factory=list)
+    refunds: Decimal = ZERO
+    guarantee_payouts: Decimal = ZERO
+    points_redeemed: int = 0
+
+
+def net_contribution(facts: MemberFacts, point_value: Decimal = DEFAULT_POINT_VALUE) -> Decimal:
+    bought = sum((p.amount for p in facts.purchases), ZERO)
+    redeemed = Decimal(facts.points_redeemed) * point_value
+    return bought - facts.refunds - facts.guarantee_payouts - redeemed
+
+
+def standings(values: Sequence[K], higher_is_better: bool = True) -> list[Fraction]:
+    """For each value, the fraction of all the values that are strictly better than it."""
+    ordered = sorted(values)
+    count = len(ordered)
+    if higher_is_better:
+        return [Fraction(count - bisect.bisect_right(ordered, v), count) for v in values]
+    return [Fraction(bisect.bisect_left(ordered, v), count) for v in values]
+
+
+def value_classes(contributions: Sequence[Decimal]) -> list[str]:
+    """A-D by quartile of standing; a negative contribution is always D."""
+    return [
+        "D" if amount < 0 else CLASSES[min(math.floor(4 * standing), 3)]
+        for amount, standing in zip(contributions, standings(contributions), strict=True)
+    ]
+
+
+def quintile_scores(values: Sequence[K], higher_is_better: bool = True) -> list[int]:
+    """1-5 by quintile of standing: the best fifth scores 5."""
+    return [5 - min(math.floor(5 * s), 4) for s in standings(values, higher_is_better)]
+
+
+def pareto_share(contributions: Sequence[Decimal]) -> Decimal | None:
+    """The share of the total net contribution that the top ceil(N / 5) members bring."""
+    total = sum(contributions, ZERO)
+    if not contributions or total <= 0:
+        return None
+    top = sorted(contributions, reverse=True)[: math.ceil(len(contributions) / 5)]
+    return (sum(top, ZERO) / total).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+
+
+def recency_days(facts: MemberFacts, as_of: datetime) -> int | None:
+    if not facts.purchases:
+        return None
+    last = max(p.occurred_at for p in facts.purchases)
+    return max((as_of - last) // DAY, 0)
+
+
+def average_order_value(facts: MemberFacts) -> Decimal | None:
+    if not facts.purchases:
+        return None
+    return sum((p.amount for p in facts.purchases), ZERO) / len(facts.purchases)
+
+
+def purchases_per_year(facts: MemberFacts, as_of: datetime) -> Decimal:
+    """Purchases per 365 days of tenure, a tenure under a day counting as one day."""
+    tenure_days = max((as_of - facts.enrolled_at) // DAY, 1)
+    return (Decimal(len(facts.purchases)) * 365 / tenure_days).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_EVEN
+    )
+
+
+@dataclass(frozen=True)
+class MemberValue:
+    member_id: str
+    net_contribution: Decimal
+    value_class: str | None
+    recency_days: int | None
+    recency: int | None
+    frequency: int | None
+    monetary: int | None
+    purchases: int
+    average_order_value: Decimal | None
+    purchases_per_year: Decimal
+
+
+@dataclass(frozen=True)
+class CustomerValue:
+    members: list[MemberValue]  # buyers by net contribution, best first; then the others
+    pareto_top20_share: Decimal | None
+    members_with_purchases: int
+
+
+def customer_value(
+    facts: Sequence[MemberFacts], as_of: datetime, point_value: Decimal = DEFAULT_POINT_VALUE
+) -> CustomerValue:
+    """Every member's value as of an instant; classes and scores rank the buyers only."""
+    buyers = [f for f in facts if f.purchases]
+    contributions = [net_contribution(f, point_value) for f in buyers]
+    recencies = [recency_days(f, as_of) or 0 for f in buyers]
+    frequencies = [len(f.purchases) for f in buyers]
+    classes = value_classes(contributions)
+    r_scores = quintile_scores(recencies, higher_is_better=False)
+    f_scores = quintile_scores(frequencies)
+    m_scores = quintile_scores(contributions)
+    ranked: dict[str, MemberValue] = {}
+    for i, f in enumerate(buyers):
+        ranked[f.member_id] = MemberValue(
+            member_id=f.member_id,
+            net_contribution=contributions[i],
+            value_class=classes[i],
+            recency_days=recencies[i],
+            recency=r_scores[i],
+            frequency=f_scores[i],
+            monetary=m_scores[i],
+            purchases=frequencies[i],
+            average_order_value=average_order_value(f),
+            purchases_per_year=purchases_per_year(f, as_of),
+        )
+    for f in facts:
+        if not f.purchases:
+            ranked[f.member_id] = MemberValue(
+                member_id=f.member_id,
+                net_contribution=net_contribution(f, point_value),
+                value_class=None,
+                recency_days=None,
+                recency=None,
+                frequency=None,
+                monetary=None,
+                purchases=0,
+                average_order_value=None,
+                purchases_per_year=purchases_per_year(f, as_of),
+            )
+    members = sorted(
+        ranked.values(), key=lambda v: (v.value_class is None, -v.net_contribution, v.member_id)
+    )
+    return CustomerValue(members, pareto_share(contributions), len(buyers))
