@@ -16,7 +16,18 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from adapters.keys import KeyStore
-from api import analytics, audit, events, members, ops, problems, program, purchases, redemptions
+from api import (
+    analytics,
+    audit,
+    audit_verification,
+    events,
+    members,
+    ops,
+    problems,
+    program,
+    purchases,
+    redemptions,
+)
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
@@ -123,6 +134,7 @@ def create_app(
         events.blp,
         analytics.blp,
         audit.blp,
+        audit_verification.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)

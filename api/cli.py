@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -15,9 +16,13 @@ from werkzeug.serving import make_server
 
 from adapters.export import export_lines, verify_lines
 from adapters.keys import KEY_ROLES, KeyStore
+from adapters.projections import MemberStatusProjection, ProjectionWorker, replay
 from adapters.settings import ConfigurationError, Settings
+from adapters.verification import verify_member_status
+from adapters.views import open_member_status_view
 from api.bootstrap import bootstrap, build_app
 from api.context import EXTENSION
+from api.progress import ProgressLine
 from api.scheduler import INTERVAL_SECONDS, Scheduler
 
 
@@ -62,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     scheduler.set_defaults(run=_schedule)
 
+    project = commands.add_parser(
+        "project", help="keep the read models up to date until Ctrl-C (resumes where it stopped)"
+    )
+    project.add_argument(
+        "--poll", type=float, default=0.2, help="seconds between looks at the log when idle"
+    )
+    project.set_defaults(run=_project)
+
+    rebuild = commands.add_parser("replay", help="delete the read models and rebuild them")
+    rebuild.set_defaults(run=_replay)
+
     audit = commands.add_parser("audit", help="export the ledger and verify exports")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     export = audit_commands.add_parser("export", help="write the hash-chained JSON Lines export")
@@ -72,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("file", help="an export written by GET /v1/audit/export")
     verify.set_defaults(run=_verify_export, needs_settings=False)
+    check = audit_commands.add_parser(
+        "verify", help="replay the history into fresh read models and compare with the live ones"
+    )
+    check.set_defaults(run=_verify_views)
     return parser
 
 
@@ -169,6 +189,69 @@ def _verify_export(args: argparse.Namespace, settings: Settings | None) -> int:
         return 0
     print(f"BROKEN at line {result.broken_at}: {result.reason} ({result.events} events before it)")
     return 1
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    ledger, keys, _ = bootstrap(settings)
+    view = open_member_status_view(ledger.env)
+    progress = ProgressLine("member_status")
+    try:
+        worker = ProjectionWorker(ledger, MemberStatusProjection(view, ledger))
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(
+            f"Projecting {settings.database.describe()} from position {worker.position}; "
+            "Ctrl-C stops.",
+            flush=True,
+        )
+        try:
+            worker.run(threading.Event(), poll_seconds=args.poll, progress=progress)
+        except KeyboardInterrupt:
+            progress.finish()
+            print(f"Stopping at position {worker.position}.", flush=True)
+    finally:
+        view.close()
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    ledger, keys, _ = bootstrap(settings)
+    view = open_member_status_view(ledger.env)
+    progress = ProgressLine("member_status")
+    try:
+        started = time.monotonic()
+        events = replay(ledger, view, progress)
+        progress.finish()
+        seconds = time.monotonic() - started
+        rate = events / seconds if seconds > 0 else 0.0
+        print(f"Replayed {events} events into member_status in {seconds:.1f} s ({rate:,.0f}/s).")
+    finally:
+        view.close()
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _verify_views(args: argparse.Namespace, settings: Settings) -> int:
+    ledger, keys, _ = bootstrap(settings)
+    view = open_member_status_view(ledger.env)
+    try:
+        result = verify_member_status(ledger, view)
+    finally:
+        view.close()
+        ledger.close()
+        keys.close()
+    if not result.live_view_built:
+        print("The live member_status view was never built (run daifuku project).")
+    for mismatch in result.mismatches:
+        print(
+            f"MISMATCH {mismatch.member_id} {mismatch.field}: "
+            f"live {mismatch.live!r}, replayed {mismatch.replayed!r}"
+        )
+    verdict = "OK" if not result.mismatches else f"{len(result.mismatches)} mismatches"
+    print(f"{verdict}: {result.events} events replayed, {result.members} members compared.")
+    return 0 if not result.mismatches else 1
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

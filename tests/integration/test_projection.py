@@ -1,0 +1,228 @@
+"""The member-status view: exactly once, resumable, equal to the ledger, verified by replay."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from adapters.projections import MemberStatusProjection, ProjectionWorker, replay
+from adapters.settings import Database
+from adapters.verification import MISSING_LIVE, verify_member_status
+from adapters.views import MemberStatusView, open_member_status_view
+from domain.clock import FixedClock
+from domain.ledger import Ledger
+from domain.program import ProgramRules
+
+from .ledgers import START, open_ledger
+
+MEMBERS = ["ann", "bob", "cat", "dan"]
+
+
+class Crash(Exception):
+    """The worker dies here."""
+
+
+class CountingProjection(MemberStatusProjection):
+    """Counts the positions whose processing committed; crashes before event ``crash_at``."""
+
+    def __init__(
+        self, view: MemberStatusView, ledger: Ledger, applied: Counter[int], crash_at: int = 0
+    ) -> None:
+        super().__init__(view, ledger)
+        self.applied = applied
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash(tracking.notification_id)
+        super().process_event(domain_event, tracking)
+        self.applied[tracking.notification_id] += 1
+
+
+def record_history(ledger: Ledger, clock: FixedClock) -> None:
+    """Enrolments, a referral, purchases, a new program version, refunds, redemptions, expiry."""
+    ledger.enrol("ann", "ann@example.com", "Ann", "t")
+    ledger.enrol("bob", "bob@example.com", None, "t")
+    code = ledger.member_status("ann")["referral_code"]
+    ledger.enrol("cat", "cat@example.com", "Cat", "t", referral_code=code)
+    ledger.record_purchase("o-1", "ann", Decimal("120.00"), "USD", None, [], None, "t")
+    ledger.record_purchase("o-2", "cat", Decimal("80.00"), "USD", None, [], None, "t")
+    clock.advance(timedelta(days=3))
+    ledger.record_purchase("o-3", "bob", Decimal("650.00"), "USD", None, [], "satisfaction", "t")
+    ledger.publish_program(replace(ProgramRules(), return_window_days=7), "t")
+    ledger.enrol("dan", "dan@example.com", None, "t")
+    ledger.record_purchase("o-4", "ann", Decimal("40.00"), "USD", None, [], None, "t")
+    clock.advance(timedelta(days=40))
+    ledger.record_due()
+    ledger.redeem("bob", "red-1", None, 100, "t")
+    ledger.refund("o-3", "r-1", Decimal("100.00"), "too big", "t")
+    clock.advance(timedelta(days=400))
+    ledger.record_due()
+    ledger.record_purchase("o-5", "cat", Decimal("10.00"), "USD", None, [], None, "t")
+
+
+@pytest.fixture
+def history(database_url: str) -> Iterator[tuple[Ledger, MemberStatusView]]:
+    clock = FixedClock(START)
+    with open_ledger(database_url, clock) as ledger:
+        record_history(ledger, clock)
+        view = open_member_status_view(ledger.env)
+        try:
+            yield ledger, view
+        finally:
+            view.close()
+
+
+def rows(view: MemberStatusView) -> list[tuple[Any, ...]]:
+    return [(r.member_id, r.status, r.version, r.updated_at.astimezone(UTC)) for r in view.all()]
+
+
+def scratch_view(tmp_path: Path, name: str) -> MemberStatusView:
+    return open_member_status_view(
+        Database(kind="sqlite", path=str(tmp_path / f"{name}.db")).event_store_env()
+    )
+
+
+def catch_up(ledger: Ledger, view: MemberStatusView) -> int:
+    return ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up()
+
+
+def test_the_view_is_each_members_status_as_of_its_latest_event(
+    history: tuple[Ledger, MemberStatusView],
+) -> None:
+    ledger, view = history
+    head = ledger.recorder.max_notification_id()
+    assert catch_up(ledger, view) == head
+    assert view.max_tracking_id(ledger.name) == head
+    assert [row.member_id for row in view.all()] == sorted(MEMBERS)
+    for row in view.all():
+        expected = ledger.member_status(row.member_id, as_of=row.updated_at)
+        assert {**row.status, "as_of": None} == {**expected, "as_of": None}, row.member_id
+        assert row.version == len(ledger.member_events(row.member_id, limit=1000))
+    # A member whose latest event is now reads the same from the view as from the ledger.
+    assert view.get("cat") == ledger.member_status("cat")
+    assert view.get("nobody") is None
+    assert catch_up(ledger, view) == 0  # nothing new: nothing applied again
+
+
+def test_a_worker_killed_mid_batch_resumes_and_applies_every_event_exactly_once(
+    history: tuple[Ledger, MemberStatusView], tmp_path: Path
+) -> None:
+    ledger, view = history
+    head = ledger.recorder.max_notification_id() or 0
+    applied: Counter[int] = Counter()
+    for crash_at in (7, 5, 11):  # three crashes, each in the middle of a page
+        worker = ProjectionWorker(ledger, CountingProjection(view, ledger, applied, crash_at))
+        with pytest.raises(Crash):
+            worker.catch_up()
+        assert view.max_tracking_id(ledger.name) == sum(applied.values())
+    restarted = ProjectionWorker(ledger, CountingProjection(view, ledger, applied))
+    restarted.catch_up()
+    assert applied == Counter(range(1, head + 1))  # every position, each exactly once
+
+    uninterrupted = scratch_view(tmp_path, "uninterrupted")
+    try:
+        catch_up(ledger, uninterrupted)
+        assert rows(view) == rows(uninterrupted)
+    finally:
+        uninterrupted.close()
+
+
+def test_an_event_already_tracked_is_refused_and_changes_nothing(
+    history: tuple[Ledger, MemberStatusView],
+) -> None:
+    ledger, view = history
+    catch_up(ledger, view)
+    before = rows(view)
+    tracking = Tracking(ledger.name, 3)
+    with pytest.raises(IntegrityError):
+        view.upsert("ann", {"forged": True}, 99, tracking, START)
+    assert rows(view) == before
+
+    # A row that fails to write takes its tracking position down with it.
+    head = view.max_tracking_id(ledger.name) or 0
+    with pytest.raises(TypeError):
+        view.upsert("ann", {"unwritable": object()}, 99, Tracking(ledger.name, head + 1), START)
+    assert view.max_tracking_id(ledger.name) == head
+    assert rows(view) == before
+
+
+def test_replay_from_scratch_gives_identical_rows(
+    history: tuple[Ledger, MemberStatusView],
+) -> None:
+    ledger, view = history
+    catch_up(ledger, view)
+    before = rows(view)
+    assert replay(ledger, view) == ledger.recorder.max_notification_id()
+    assert rows(view) == before
+
+
+def corrupt(database_url: str, member_id: str, points: int) -> None:
+    database = Database.from_url(database_url)
+    if database.kind == "sqlite":
+        with closing(sqlite3.connect(database.path)) as conn, conn:
+            conn.execute(
+                "UPDATE member_status SET status = "
+                "json_set(status, '$.points.available', ?) WHERE member_id = ?",
+                (points, member_id),
+            )
+    else:
+        with psycopg.connect(database_url) as conn:
+            conn.execute(
+                "UPDATE member_status SET status = "
+                "jsonb_set(status, '{points,available}', to_jsonb(%s::int)) WHERE member_id = %s",
+                (points, member_id),
+            )
+
+
+def test_the_verification_names_a_corrupted_row(
+    history: tuple[Ledger, MemberStatusView], database_url: str
+) -> None:
+    ledger, view = history
+    catch_up(ledger, view)
+    clean = verify_member_status(ledger, view)
+    assert clean.mismatches == []
+    assert (clean.events, clean.members) == (ledger.recorder.max_notification_id(), 4)
+
+    truth = view.get("bob")
+    assert truth is not None
+    corrupt(database_url, "bob", 12345)
+    found = verify_member_status(ledger, view)
+    assert [(m.member_id, m.field, m.live, m.replayed) for m in found.mismatches] == [
+        ("bob", "points.available", 12345, truth["points"]["available"])
+    ]
+
+
+def test_a_view_never_built_is_reported_member_by_member(
+    history: tuple[Ledger, MemberStatusView],
+) -> None:
+    ledger, view = history
+    result = verify_member_status(ledger, view)
+    assert result.position is None and not result.live_view_built
+    assert [(m.member_id, m.field, m.live) for m in result.mismatches] == [
+        (member_id, "row", MISSING_LIVE) for member_id in sorted(MEMBERS)
+    ]
+
+
+def test_the_verification_replays_only_up_to_the_live_views_position(
+    history: tuple[Ledger, MemberStatusView],
+) -> None:
+    ledger, view = history
+    catch_up(ledger, view)
+    ledger.record_purchase("o-9", "dan", Decimal("70.00"), "USD", None, [], None, "t")
+    result = verify_member_status(ledger, view)  # the worker has not seen o-9 yet
+    assert result.mismatches == []
+    assert result.events == view.max_tracking_id(ledger.name)
