@@ -56,7 +56,7 @@ class Summary(Schema):
 
 @blp.route("/summary")
 @allow("auditor")
-@blp.arguments(SummaryQuery, location="query")
+@blp.arguments(SummaryQuery(), location="query")
 @blp.response(200, Summary)
 def summary(query: dict[str, Any]) -> dict[str, Any]:
     """Guarantee liability per policy, claims and payouts, and the referral funnel"""
@@ -109,7 +109,7 @@ class MemberValuePage(Schema):
 
 @blp.route("/members")
 @allow("auditor")
-@blp.arguments(MembersQuery, location="query")
+@blp.arguments(MembersQuery(), location="query")
 @blp.response(200, MemberValuePage)
 def members(query: dict[str, Any]) -> dict[str, Any]:
     """Per member: value class, RFM scores, net contribution and stage; the Pareto share"""

@@ -51,7 +51,7 @@ class LogPage(Schema):
 
 @blp.route("")
 @allow("auditor")
-@blp.arguments(LogQuery, location="query")
+@blp.arguments(LogQuery(), location="query")
 @blp.response(200, LogPage)
 def log(query: dict[str, Any]) -> dict[str, Any]:
     """The global ordered log, a page at a time"""

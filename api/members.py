@@ -36,7 +36,7 @@ CURSOR_PREFIX = "after:"
 
 @blp.route("", methods=["POST"])
 @allow("storefront")
-@blp.arguments(EnrolmentRequest)
+@blp.arguments(EnrolmentRequest())
 @blp.response(201, MemberStatus, description="Enrolled")
 @blp.alt_response(200, schema=MemberStatus, description="Already enrolled with the same data")
 def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -53,7 +53,7 @@ def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 @blp.route("/<id:member_id>")
 @allow("storefront", "auditor", member="member_id")
-@blp.arguments(StatusQuery, location="query")
+@blp.arguments(StatusQuery(), location="query")
 @blp.response(200, MemberStatus)
 def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """A member's tier, points and stage, now or as of a past instant"""
@@ -62,7 +62,7 @@ def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:member_id>/events")
 @allow("auditor", member="member_id")
-@blp.arguments(EventsQuery, location="query")
+@blp.arguments(EventsQuery(), location="query")
 @blp.response(200, MemberEventPage)
 def events(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """The member's events, oldest first, a page at a time"""
@@ -76,7 +76,7 @@ def events(query: dict[str, Any], member_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:member_id>/referrals")
 @allow("storefront", "auditor", member="member_id")
-@blp.arguments(EventsQuery, location="query")
+@blp.arguments(EventsQuery(), location="query")
 @blp.response(200, ReferralPage)
 def referrals(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """The referrals a member made, with their states and rewards, in enrolment order"""
@@ -92,7 +92,7 @@ def referrals(query: dict[str, Any], member_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:member_id>/tokens", methods=["POST"])
 @allow("storefront")
-@blp.arguments(TokenRequest)
+@blp.arguments(TokenRequest())
 @blp.response(201, MemberToken)
 def mint_token(body: dict[str, Any], member_id: str) -> dict[str, Any]:
     """Mint a token that lets a member's own page act for that member until it expires"""
@@ -106,7 +106,7 @@ def mint_token(body: dict[str, Any], member_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:member_id>/redemptions", methods=["POST"])
 @allow("storefront", member="member_id")
-@blp.arguments(RedemptionRequest)
+@blp.arguments(RedemptionRequest())
 @blp.response(201, RedemptionView, description="Redeemed")
 @blp.alt_response(200, schema=RedemptionView, description="Already redeemed with the same data")
 def redeem(body: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:

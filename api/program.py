@@ -28,7 +28,7 @@ def current() -> dict[str, Any]:
 
 @blp.route("", methods=["PUT"])
 @allow()
-@blp.arguments(ProgramRulesSchema, description="The whole rules object, as GET returns it")
+@blp.arguments(ProgramRulesSchema(), description="The whole rules object, as GET returns it")
 @blp.response(200, ProgramView, description="Published as a new version")
 def publish(body: dict[str, Any]) -> dict[str, Any]:
     """Publish a new program version (the rules object replaces the current one whole)"""

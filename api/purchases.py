@@ -28,7 +28,7 @@ blp = ApiBlueprint(
 
 @blp.route("", methods=["POST"])
 @allow("storefront")
-@blp.arguments(PurchaseRequest)
+@blp.arguments(PurchaseRequest())
 @blp.response(201, PurchaseRecorded, description="Recorded")
 @blp.alt_response(200, schema=PurchaseRecorded, description="Already recorded with the same data")
 def record_purchase(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -57,7 +57,7 @@ def purchase(order_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:order_id>/refunds", methods=["POST"])
 @allow("storefront")
-@blp.arguments(RefundRequest)
+@blp.arguments(RefundRequest())
 @blp.response(201, RefundRecorded, description="Refunded")
 @blp.alt_response(200, schema=RefundRecorded, description="Already refunded with the same data")
 def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
@@ -74,7 +74,7 @@ def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
 
 @blp.route("/<id:order_id>/guarantee-claims", methods=["POST"])
 @allow("storefront")
-@blp.arguments(ClaimRequest)
+@blp.arguments(ClaimRequest())
 @blp.response(201, ClaimRecorded, description="Claimed: refunded and paid out")
 @blp.alt_response(200, schema=ClaimRecorded, description="Already claimed with the same data")
 def claim(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
