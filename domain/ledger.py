@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError
 
 from domain import referrals, value
@@ -65,7 +65,7 @@ class Ledger(Application[UUID]):
         super().__init__(dict(env or {}))
         self.clock: Clock = clock or SystemClock()
         # Snapshots keep a member with a long history as cheap to load as a new one.
-        self.snapshotting_intervals = {Member: snapshot_interval}  # type: ignore[misc]
+        self.snapshot_interval = snapshot_interval
         self._locks_by_stripe = [threading.Lock() for _ in range(self.lock_stripes)]
         self._terms: Terms | None = None
         self._terms_checked = 0.0
@@ -73,6 +73,19 @@ class Ledger(Application[UUID]):
         self._scanned_to = 0
         self._scheduler_lock = threading.Lock()
         self._ensure_program()
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot a member from the state in hand rather than by replaying it, and less often
+        as its history grows, so that snapshots cost the same per event for any history."""
+        if self.snapshots is None:
+            return
+        for aggregate in processing_event.aggregates.values():
+            if not isinstance(aggregate, Member):
+                continue
+            saved = sum(1 for e in processing_event.events if e.originator_id == aggregate.id)
+            checkpoint = last_checkpoint(aggregate.version, self.snapshot_interval)
+            if checkpoint > aggregate.version - saved:
+                self.snapshots.put([Snapshot.take(aggregate)])
 
     # The program.
 
@@ -827,6 +840,15 @@ class Ledger(Application[UUID]):
             return
         if owner != member_id:
             raise Conflict(f"{kind} {key!r} belongs to another member", "member_id")
+
+
+def last_checkpoint(version: int, interval: int) -> int:
+    """The latest snapshot version at or below ``version``: every ``interval`` events at first,
+    then twice as far apart each time the history doubles past eight intervals."""
+    step = interval
+    while version >= step * 8:
+        step *= 2
+    return version - version % step
 
 
 def describe_event(event: Any) -> dict[str, Any]:

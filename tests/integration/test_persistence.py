@@ -104,9 +104,10 @@ def test_a_long_history_is_snapshotted_and_reloads_identically(database_url: str
         live = ledger.member_status("m1")
         version = ledger.repository.get(uid).version
     assert version > 250
-    assert snapshot_versions(database_url, uid) == [v for v in range(100, version + 1, 100)], (
-        "a snapshot row every 100 events"
-    )
+    taken = snapshot_versions(database_url, uid)
+    # One snapshot in the save that crosses each hundred (a save may record several events).
+    assert [v // 100 for v in taken] == list(range(1, version // 100 + 1)), taken
+    assert all(v % 100 < 5 for v in taken), taken
     # 140 x 3 points + 4 cross-sell bonuses (bronze throughout); 3 refunds of 1.00 take 1 each.
     assert live["points"]["lifetime_earned"] == 140 * 3 + 4 * 50
     assert live["points"]["clawed_back"] == 3 * 1

@@ -88,3 +88,16 @@ def test_referral_code_is_eight_crockford_base32_characters(ledger: Ledger) -> N
 def test_status_of_an_unknown_member_is_refused(ledger: Ledger) -> None:
     with pytest.raises(UnknownMember):
         ledger.member_status("nobody")
+
+
+def test_snapshots_thin_out_as_a_history_grows() -> None:
+    from domain.ledger import last_checkpoint
+
+    assert [last_checkpoint(v, 100) for v in (99, 100, 199, 799, 800, 1599, 1600, 6399)] == [
+        0, 100, 100, 700, 800, 1400, 1600, 5600,
+    ]  # fmt: skip
+    # The checkpoints never go backwards, so no snapshot is skipped or taken twice.
+    marks = [last_checkpoint(v, 100) for v in range(1, 20_000)]
+    assert marks == sorted(marks)
+    # Snapshot count grows with the log of the history, not with the history itself.
+    assert len(set(marks)) < 40
