@@ -23,14 +23,20 @@ The server is found the way the test suite finds one: ``DAIFUKU_BENCH_DATABASE_U
 from the PostgreSQL binaries (``tests/conftest.py`` has the logic; it needs pytest). Only loopback
 addresses are ever used. Everything started is stopped on the way out, Ctrl-C included.
 
-Server configuration: ``--workers 2 --threads 8 --worker-class gthread`` is the default; see
-``--help`` for the others that were tried and how they compared.
+Server configuration: ``--workers 2 --threads 8 --worker-class gthread`` is the default. On the
+2-core machine, 10-second load runs (8 clients, 2026-11-23) gave 2x8 ~350-380 purchases/s,
+3x4 ~395, 4x4 ~400, 4x2 ~270-375 with worse status reads: the differences are within the noise,
+the server is bound by the event store's table lock and the GIL rather than by process count,
+and every extra worker costs ~65 MiB and its own member cache, so 2x8 is kept. Environment
+variables such as ``POSTGRES_ENABLE_DB_FUNCTIONS=y`` reach the server unchanged (they are recorded
+in the results), which is how variants of the event store's settings can be compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -1088,6 +1094,14 @@ def git_revision() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def source_digest() -> str:
+    """SHA-256 (12 hex) of the code the server runs: domain/, adapters/ and api/ as on disk."""
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("domain", "adapters", "api") for p in (ROOT / d).glob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
@@ -1112,7 +1126,9 @@ def run_phases(
     figures: dict[str, Any],
     phases: dict[str, Any],
 ) -> None:
+    rss = phases.setdefault("workers_rss_after", {})
     phases["load"] = load_phase(args, server, key, run_id)
+    rss["load"] = server.memory()["per_worker"]
     figures.update({k: v for k, v in phases["load"].items() if not isinstance(v, dict)})
     log(
         f"  {figures['purchases_per_s']} purchases/s, p50 {figures['purchase_p50_ms']} ms, "
@@ -1125,6 +1141,7 @@ def run_phases(
     log(f"  {figures['raw_inserts_per_s']} inserts/s; ratio {figures['ratio']}")
 
     phases["long_history"] = long_history_phase(args, server, key, run_id)
+    rss["long_history"] = server.memory()["per_worker"]
     figures.update(phases["long_history"])
     log(
         f"  long {figures['long_purchase_median_ms']} ms vs new "
@@ -1164,6 +1181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory_clients": args.memory_clients,
         "cpus": os.cpu_count(),
         "revision": git_revision(),
+        "source_sha256": source_digest(),
         "server_env": {  # what the server inherits that changes its behaviour
             k: v
             for k, v in os.environ.items()
