@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Mapping
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from flask import Flask
 
 from adapters.keys import KeyStore
@@ -14,6 +18,7 @@ from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
 
 SECRET_KEY_VARIABLE = "DAIFUKU_SECRET_KEY"
+STARTUP_ATTEMPTS = 5
 
 
 def bootstrap(
@@ -21,14 +26,29 @@ def bootstrap(
 ) -> tuple[Ledger, KeyStore, bytes]:
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
-    ledger = Ledger(
-        env=env, clock=clock or SystemClock(), snapshot_interval=settings.snapshot_interval
-    )
-    try:
-        keys = KeyStore(settings.database)
-    except BaseException:
-        ledger.close()
-        raise
+    for attempt in range(STARTUP_ATTEMPTS):
+        try:
+            ledger = Ledger(
+                env=env, clock=clock or SystemClock(), snapshot_interval=settings.snapshot_interval
+            )
+            break
+        except (PersistenceError, psycopg.Error):
+            # Workers starting together on a fresh database race to create the same tables.
+            if attempt == STARTUP_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    for attempt in range(STARTUP_ATTEMPTS):
+        try:
+            keys = KeyStore(settings.database)
+            break
+        except (PersistenceError, psycopg.Error, sqlite3.Error):
+            if attempt == STARTUP_ATTEMPTS - 1:
+                ledger.close()
+                raise
+            time.sleep(0.1 * (attempt + 1))
+        except BaseException:
+            ledger.close()
+            raise
     override = (os.environ if environ is None else environ).get(SECRET_KEY_VARIABLE, "")
     secret = override.encode() if override else keys.signing_secret()
     return ledger, keys, secret

@@ -84,6 +84,17 @@ TARGETS: dict[str, tuple[str, float]] = {
     "peak_rss_mb": ("<", 300.0),
 }
 
+# Settings of the server and of the eventsourcing library that a run inherits.
+PASSED_ENV_PREFIXES = (
+    "DAIFUKU_",
+    "POSTGRES_",
+    "AGGREGATE_",
+    "COMPRESSOR_",
+    "CIPHER_",
+    "PERSISTENCE_",
+    "IS_SNAPSHOTTING",
+    "DEEPCOPY_",
+)
 SKIPPED_MEMORY = "not measured (--no-memory-phase)"
 
 _children: list[multiprocessing.process.BaseProcess] = []
@@ -1185,7 +1196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_env": {  # what the server inherits that changes its behaviour
             k: v
             for k, v in os.environ.items()
-            if k.startswith(("DAIFUKU_", "POSTGRES_", "AGGREGATE_")) and k != ENV_URL
+            if k.startswith(PASSED_ENV_PREFIXES) and k != ENV_URL
         },
     }
     config["machine_busy_before"] = machine_busy(2.0)
@@ -1213,8 +1224,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except BenchError as error:
             if not server.running():
                 raise BenchError(f"{error}\nthe API server died:\n{server.log_tail()}") from error
-            raise
-    finished_at = datetime.now(UTC)
+            raise BenchError(f"{error}\n(the server's log: {server.log_path})") from error
+    server.log_path.unlink(missing_ok=True)  # kept only when the run failed
     finished_at = datetime.now(UTC)
     checks = verdicts(figures, args.memory_phase)
     return {
