@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -749,13 +749,6 @@ class Ledger(Application[UUID]):
                 stack.enter_context(self._locks_by_stripe[stripe])
             yield
 
-    def _cached_member(self, uid: UUID, member_id: str) -> Member:
-        cache = self.repository.cache
-        if cache is not None:
-            with contextlib.suppress(KeyError):
-                return cast(Member, cache.get(uid))
-        return self._member(uid, member_id)
-
     def _evict(self, *uids: UUID) -> None:
         cache = self.repository.cache
         if cache is not None:
@@ -778,11 +771,10 @@ class Ledger(Application[UUID]):
         conflict in the event store; the loser reloads and runs its command again.
         """
         uid = member_uuid(member_id)
-        # The cached member is used as it is: if another process wrote since, the save meets
-        # a version conflict, and a refusal is checked again on a fresh copy before it stands.
-        fresh = False
+        # The cached member is brought up to date first (one indexed read): with several
+        # worker processes, saving a stale copy would waste a transaction on a version conflict.
+        load = self._member
         for attempt in range(self.max_attempts):
-            load = self._member if fresh else self._cached_member
             partner_id = None
             if partner_of is not None:
                 with self._lock(uid):
@@ -805,14 +797,8 @@ class Ledger(Application[UUID]):
                     return result, created
                 except IntegrityError:
                     self._evict(*uids)
-                    fresh = True
-                except (DomainError, KeyError) as error:
+                except DomainError:
                     self._evict(*uids)
-                    if not fresh:
-                        fresh = True
-                        continue
-                    if not isinstance(error, DomainError):
-                        raise
                     if on_conflict is not None:
                         on_conflict()  # another member's id is a conflict, whatever else fails
                     raise
