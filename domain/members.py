@@ -148,14 +148,12 @@ class Member(Aggregate):
             member.categories.extend(self.new_categories)
             member.last_purchase_at = self.at
             if self.lot is not None:
-                member.open_lot(
-                    points=self.points + self.bonus,
-                    status="pending",
-                    available_at=self.available_at,
-                    expires_at=self.expires_at,
-                    source=f"purchase:{self.order_id}",
+                member.award_lot(
+                    self.points + self.bonus,
+                    self.available_at,
+                    self.expires_at,
+                    f"purchase:{self.order_id}",
                 )
-                member.lifetime_earned += self.points + self.bonus
 
     class TierUpgraded(Changed):
         from_tier: str
@@ -266,9 +264,7 @@ class Member(Aggregate):
                 "tier_after": member.tier,
             }
             member.last_refund = [self.order_id, self.refund_id]
-            member.take_from_lots(self.taken)
-            member.clawed_back += self.points_clawed_back
-            member.debt += self.debt
+            member.claw_back(self.taken, self.points_clawed_back, self.debt)
 
     class GuaranteeClaimed(Changed):
         """The customer was not satisfied inside the window: the promise is paid out."""
@@ -409,14 +405,9 @@ class Member(Aggregate):
             referral["causes"]["qualified"] = self.cause
             member.qualified_referrals.append(self.referee_id)
             if self.lot is not None:
-                member.open_lot(
-                    points=self.points,
-                    status="pending",
-                    available_at=self.reward_at,
-                    expires_at=self.expires_at,
-                    source=f"referral:{self.referee_id}",
+                member.award_lot(
+                    self.points, self.reward_at, self.expires_at, f"referral:{self.referee_id}"
                 )
-                member.lifetime_earned += self.points
 
     class ReferralCapped(Changed):
         """The friend qualified, but the referrer had reached the cap: no reward for either."""
@@ -455,9 +446,7 @@ class Member(Aggregate):
             referral["causes"]["voided"] = self.cause
             referral["void_refund_id"] = self.refund_id
             member.qualified_referrals.remove(self.referee_id)
-            member.take_from_lots(self.taken)
-            member.clawed_back += self.points_clawed_back
-            member.debt += self.debt
+            member.claw_back(self.taken, self.points_clawed_back, self.debt)
 
     class RefereeRewardPending(Changed):
         """This member's own reward for enrolling with a code, pending like the purchase."""
@@ -473,14 +462,12 @@ class Member(Aggregate):
             assert member.referral is not None
             member.referral.update(state="qualified", order_id=self.order_id, lot=self.lot)
             if self.lot is not None:
-                member.open_lot(
-                    points=self.points,
-                    status="pending",
-                    available_at=self.available_at,
-                    expires_at=self.expires_at,
-                    source=f"referred-by:{self.referrer_id}",
+                member.award_lot(
+                    self.points,
+                    self.available_at,
+                    self.expires_at,
+                    f"referred-by:{self.referrer_id}",
                 )
-                member.lifetime_earned += self.points
 
     class RefereeReferralCapped(Changed):
         referrer_id: str
@@ -500,9 +487,7 @@ class Member(Aggregate):
         def change(self, member: Member) -> None:
             assert member.referral is not None
             member.referral["state"] = "voided"
-            member.take_from_lots(self.taken)
-            member.clawed_back += self.points_clawed_back
-            member.debt += self.debt
+            member.claw_back(self.taken, self.points_clawed_back, self.debt)
 
     def __init__(
         self,
@@ -995,6 +980,19 @@ class Member(Aggregate):
             if lot["remaining"] > 0 and lot["status"] == ("pending", "available")[kind]:
                 return
             heapq.heappop(heap)
+
+    def award_lot(
+        self, points: int, available_at: datetime, expires_at: datetime, source: str
+    ) -> None:
+        """Newly earned points: a pending lot, counted in lifetime_earned."""
+        self.open_lot(points, "pending", available_at, expires_at, source)
+        self.lifetime_earned += points
+
+    def claw_back(self, taken: list[list[int]], points: int, debt: int) -> None:
+        """Points taken back (refund, voided reward): from the planned lots, the rest as debt."""
+        self.take_from_lots(taken)
+        self.clawed_back += points
+        self.debt += debt
 
     def close_lot_if_empty(self, index: int) -> None:
         lot = self.lots[index]
