@@ -1087,6 +1087,35 @@ class Member(Aggregate):
         member = self.projected(at, terms)
         return member._status(max(at, member.business_time), terms.rules, at)
 
+    def status_changes_at(self, at: datetime, terms: Terms) -> datetime | None:
+        """The first instant after ``at`` from which, with no new event, ``status`` may read
+        differently than at ``at`` (beyond ``as_of``); None if it never will.
+
+        A read model stores the status of ``at`` with this instant, and serves it until then.
+        The status moves with time only through: changes falling due (lots, reviews, referral
+        rewards), the lifecycle stage's idle thresholds, and purchases leaving the trailing tier
+        window (no purchase takes effect after the member's business time, so none enters it).
+        """
+        member = self.projected(at, terms)
+        rules = terms.rules
+        effective = max(at, member.business_time)
+        candidates: list[datetime] = []
+        if member.business_time > at:
+            candidates.append(member.business_time)
+        due = member.next_due_at()
+        if due is not None:
+            candidates.append(due)
+        if member.purchases and member.last_purchase_at is not None:
+            for days in (rules.dormant_days, rules.lost_days):
+                candidates.append(member.last_purchase_at + timedelta(days=days))
+        times = member.spend_times
+        period = timedelta(days=rules.tier_period_days)
+        leaving = bisect.bisect_right(times, effective - period)
+        if leaving < len(times):
+            candidates.append(times[leaving] + period)
+        later = [moment for moment in candidates if moment > at]
+        return min(later) if later else None
+
     def _status(self, at: datetime, rules: ProgramRules, as_of: datetime) -> dict[str, Any]:
         currency = rules.currency
         spend = self.qualifying_spend(at, rules)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from domain.clock import FixedClock
 from domain.errors import DomainError
 from domain.ledger import Ledger
-from domain.members import LineItem, Member, member_uuid
+from domain.members import LineItem, Member, Terms, member_uuid
 
 from .storefront import IN_MEMORY, START
 
@@ -216,6 +216,7 @@ def check_member(run: Run, member_id: str) -> None:
     assert state(from_snapshot) == state(member)
     assert state(from_events) == state(member)
     assert from_events.status(run.clock.now(), run.live.terms()) == live_status
+    check_status_holds_until_it_changes(from_events, run.clock.now(), run.live.terms())
 
     taken: dict[int, int] = defaultdict(int)
     debt_incurred = 0
@@ -241,6 +242,19 @@ def check_member(run: Run, member_id: str) -> None:
     if member.debt > 0:
         # Debt is repaid by the next lot to become available, so none is left open beside it.
         assert not any(member.lots[i]["status"] == "available" for i in member.open_lots)
+
+
+def check_status_holds_until_it_changes(member: Member, now: datetime, terms: Terms) -> None:
+    """A read model serves the status it stored until ``status_changes_at``: at every instant
+    before that, the status must read the same (apart from ``as_of``)."""
+    until = member.status_changes_at(now, terms)
+    horizon = until if until is not None else now + timedelta(days=3 * 365)
+    assert horizon > now
+    stored = {**member.status(now, terms), "as_of": None}
+    span = horizon - now
+    probes = [now + span / 3, now + span / 2, horizon - timedelta(microseconds=1)]
+    for probe in probes:
+        assert {**member.status(probe, terms), "as_of": None} == stored, (now, until, probe)
 
 
 @settings(
