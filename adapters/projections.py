@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -19,23 +20,42 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from adapters.views import VIEW_NAME, MemberStatusView
+from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
+from domain import referrals
 from domain.ledger import Ledger
 from domain.members import Member, Terms
 from domain.program import PROGRAM_ID, Program
 
 PAGE = 500
+REPLAY_PAGE = 2_000  # a rebuild writes fewer, larger transactions
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
 
 # (events done, events to do, seconds since the start)
 ProgressReport = Callable[[int, int, float], None]
 
 
+@dataclass
+class Touched:
+    """A member some events of a batch changed: its last event, and the terms of that moment."""
+
+    uid: UUID
+    moment: datetime
+    version: int
+    terms: Terms
+    applied: int = 0
+    orders: set[str] = field(default_factory=set)
+
+
 class MemberStatusProjection(Projection[MemberStatusView]):
-    """Each member's status as of its latest event, under the program known at that position."""
+    """Each member's status, referrals and purchases as of its latest event, under the program
+    known at that position.
+
+    Events come a batch at a time: each member's copy is moved on event by event, then the rows
+    the batch changed are written once, with the batch's last position, in one transaction.
+    """
 
     name = VIEW_NAME
-    cache_size = 10_000
+    cache_size = 20_000
 
     def __init__(self, view: MemberStatusView, ledger: Ledger) -> None:
         super().__init__(view)
@@ -45,18 +65,58 @@ class MemberStatusProjection(Projection[MemberStatusView]):
         self._terms: dict[int, Terms] = {}
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
-        if isinstance(domain_event, Program.Started | Program.Published):
-            self._program = self._fold_program(domain_event)
-            self.view.insert_tracking(tracking)
-        elif isinstance(domain_event, Member.Enrolled | Member.Changed):
-            member = self._fold_member(domain_event)
-            moment: datetime = domain_event.timestamp
-            status = member.status(moment, self._terms_at(moment, tracking))
-            self.view.upsert(
-                member.member_id, status, domain_event.originator_version, tracking, moment
+        self.process_batch([(domain_event, tracking)])
+
+    def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
+        """Apply the events of ``batch`` (in log order) and record its last position."""
+        if not batch:
+            return
+        try:
+            touched: dict[UUID, Touched] = {}
+            for event, tracking in batch:
+                self._fold(event, tracking, touched)
+            members, purchases = self._rows(touched)
+            self.view.write_batch(members, purchases, batch[-1][1])
+        except BaseException:
+            # The copies in memory are ahead of what was written: start again from the store.
+            self._members.clear()
+            self._program = None
+            raise
+
+    def _fold(self, event: Any, tracking: Tracking, touched: dict[UUID, Touched]) -> None:
+        if isinstance(event, Program.Started | Program.Published):
+            self._program = self._fold_program(event)
+        elif isinstance(event, Member.Enrolled | Member.Changed):
+            member = self._fold_member(event)
+            moment: datetime = event.timestamp
+            terms = self._terms_at(moment, tracking)
+            entry = touched.get(member.id)
+            if entry is None:
+                entry = touched[member.id] = Touched(member.id, moment, member.version, terms)
+            entry.moment, entry.version, entry.terms = moment, member.version, terms
+            entry.applied += 1
+            order_id = getattr(event, "order_id", None)
+            if isinstance(event, Member.TierDowngraded) and member.last_refund is not None:
+                order_id = member.last_refund[0]  # the refund it belongs to records its tier
+            if isinstance(order_id, str) and order_id in member.purchases:
+                entry.orders.add(order_id)
+
+    def _rows(
+        self, touched: dict[UUID, Touched]
+    ) -> tuple[list[MemberStatusRow], list[PurchaseRow]]:
+        members: list[MemberStatusRow] = []
+        purchases: list[PurchaseRow] = []
+        for entry in touched.values():
+            member = self._members.get(entry.uid)
+            if member is None or member.version != entry.version:
+                member = self.ledger.repository.get(entry.uid, version=entry.version)
+            members.append(member_row(member, entry))
+            currency = entry.terms.rules.currency
+            purchases.extend(
+                PurchaseRow(order_id, member.member_id, member.purchase_view(order_id, currency))
+                for order_id in sorted(entry.orders)
             )
-        else:
-            self.view.insert_tracking(tracking)
+        return members, purchases
 
     def _fold_member(self, event: Any) -> Member:
         """The member right after ``event``: the cached copy moved on, or loaded at that version."""
@@ -114,9 +174,12 @@ class MemberStatusProjection(Projection[MemberStatusView]):
 class ProjectionWorker:
     """Feeds a projection every event after its view's tracking position, in log order."""
 
-    def __init__(self, ledger: Ledger, projection: MemberStatusProjection) -> None:
+    def __init__(
+        self, ledger: Ledger, projection: MemberStatusProjection, page_size: int = PAGE
+    ) -> None:
         self.ledger = ledger
         self.projection = projection
+        self.page_size = page_size
 
     @property
     def position(self) -> int:
@@ -137,14 +200,14 @@ class ProjectionWorker:
         done = 0
         while position < head and not (stop is not None and stop.is_set()):
             page = self.ledger.recorder.select_notifications(
-                start=position, limit=PAGE, stop=head, inclusive_of_start=False
+                start=position, limit=self.page_size, stop=head, inclusive_of_start=False
             )
             if not page:
                 break
-            for notification in page:
-                event = self.ledger.mapper.to_domain_event(notification)
-                self.projection.process_event(event, Tracking(self.ledger.name, notification.id))
-                done += 1
+            name = self.ledger.name
+            to_event = self.ledger.mapper.to_domain_event
+            self.projection.process_batch([(to_event(n), Tracking(name, n.id)) for n in page])
+            done += len(page)
             position = page[-1].id
             if progress is not None:
                 progress(done, done + head - position, time.monotonic() - started)
@@ -162,9 +225,29 @@ class ProjectionWorker:
                 stop.wait(poll_seconds)
 
 
+def member_row(member: Member, entry: Touched) -> MemberStatusRow:
+    """The row of ``member`` as of its latest event at ``entry.moment``."""
+    moment, terms = entry.moment, entry.terms
+    future = member.projected(moment, terms)  # rewards due by then read as given, as live
+    return MemberStatusRow(
+        member_id=member.member_id,
+        status=future.status(moment, terms),
+        version=member.version,
+        updated_at=moment,
+        applied=entry.applied,
+        program_version=terms.version,
+        valid_until=future.status_changes_at(moment, terms),
+        referrals=plain(
+            [
+                {**referrals.referral_view(future.referrals[r], member.member_id), "seq": i}
+                for i, r in enumerate(future.referral_order, start=1)
+            ]
+        ),
+    )
+
+
 def replay(ledger: Ledger, view: MemberStatusView, progress: ProgressReport | None = None) -> int:
     """Empty the view and its tracking, then rebuild it from the first event."""
     view.delete_all()
-    return ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up(
-        progress=progress
-    )
+    projection = MemberStatusProjection(view, ledger)
+    return ProjectionWorker(ledger, projection, REPLAY_PAGE).catch_up(progress=progress)

@@ -9,9 +9,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from adapters.projections import MemberStatusProjection, ProjectionWorker
+from adapters.projections import REPLAY_PAGE, MemberStatusProjection, ProjectionWorker
 from adapters.settings import Database
-from adapters.views import MemberStatusRow, MemberStatusView, open_member_status_view
+from adapters.views import MemberStatusRow, MemberStatusView, PurchaseRow, open_member_status_view
 from domain.ledger import Ledger
 
 MISSING_LIVE = "missing in live view"
@@ -49,15 +49,17 @@ class Verification:
 
 def verify_member_status(ledger: Ledger, live: MemberStatusView) -> Verification:
     """Replay the log up to the live view's position into a fresh SQLite file and compare."""
-    position, live_rows = live.rows_with_position(ledger.name)
+    position, live_rows, live_purchases = live.rows_with_position(ledger.name)
     with tempfile.TemporaryDirectory(prefix="daifuku-verify-") as scratch_dir:
         scratch_db = Database(kind="sqlite", path=str(Path(scratch_dir) / "replay.db"))
         scratch = open_member_status_view(scratch_db.event_store_env())
         try:
-            worker = ProjectionWorker(ledger, MemberStatusProjection(scratch, ledger))
+            projection = MemberStatusProjection(scratch, ledger)
+            worker = ProjectionWorker(ledger, projection, REPLAY_PAGE)
             # A view never built is compared with the whole history.
             events = worker.catch_up(until=position)
             replayed_rows = list(scratch.all())
+            replayed_purchases = list(scratch.all_purchases())
         finally:
             scratch.close()
     live_by_id = {row.member_id: row for row in live_rows}
@@ -67,6 +69,7 @@ def verify_member_status(ledger: Ledger, live: MemberStatusView) -> Verification
         mismatches.extend(
             compare(member_id, live_by_id.get(member_id), replayed_by_id.get(member_id))
         )
+    mismatches.extend(compare_purchases(live_purchases, replayed_purchases))
     return Verification(
         events=events, members=len(replayed_by_id), position=position, mismatches=mismatches
     )
@@ -79,18 +82,50 @@ def compare(
         return [Mismatch(member_id, "row", MISSING_LIVE, "present")]
     if replayed is None:
         return [Mismatch(member_id, "row", "present", MISSING_REPLAYED)]
-    left = {"version": live.version, "updated_at": live.updated_at.astimezone(UTC).isoformat()}
-    right = {
-        "version": replayed.version,
-        "updated_at": replayed.updated_at.astimezone(UTC).isoformat(),
-    }
-    left.update(_flatten(live.status))
-    right.update(_flatten(replayed.status))
+    left, right = _fields(live), _fields(replayed)
     return [
         Mismatch(member_id, name, left.get(name), right.get(name))
         for name in sorted(left.keys() | right.keys())
         if left.get(name) != right.get(name)
     ]
+
+
+def compare_purchases(live: list[PurchaseRow], replayed: list[PurchaseRow]) -> list[Mismatch]:
+    """Every purchase row, field by field (as ``purchases.<order id>.<field>``)."""
+    live_by_id = {row.order_id: row for row in live}
+    replayed_by_id = {row.order_id: row for row in replayed}
+    mismatches: list[Mismatch] = []
+    for order_id in sorted(live_by_id.keys() | replayed_by_id.keys()):
+        left, right = live_by_id.get(order_id), replayed_by_id.get(order_id)
+        name = f"purchases.{order_id}"
+        if left is None or right is None:
+            owner = (right or left).member_id  # type: ignore[union-attr]
+            found = (MISSING_LIVE, "present") if left is None else ("present", MISSING_REPLAYED)
+            mismatches.append(Mismatch(owner, name, *found))
+            continue
+        flat_left = {"member_id": left.member_id, **_flatten(left.purchase)}
+        flat_right = {"member_id": right.member_id, **_flatten(right.purchase)}
+        mismatches.extend(
+            Mismatch(right.member_id, f"{name}.{key}", flat_left.get(key), flat_right.get(key))
+            for key in sorted(flat_left.keys() | flat_right.keys())
+            if flat_left.get(key) != flat_right.get(key)
+        )
+    return mismatches
+
+
+def _fields(row: MemberStatusRow) -> dict[str, Any]:
+    """A member row as dotted fields: its bookkeeping, its status and its referrals."""
+    return {
+        "version": row.version,
+        "applied": row.applied,
+        "updated_at": row.updated_at.astimezone(UTC).isoformat(),
+        "program_version": row.program_version,
+        "valid_until": None
+        if row.valid_until is None
+        else row.valid_until.astimezone(UTC).isoformat(),
+        **_flatten(row.status),
+        "referrals": row.referrals,
+    }
 
 
 def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:

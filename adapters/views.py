@@ -1,17 +1,24 @@
-"""The member-status read model: one table per database, each row written with its tracking.
+"""The read models: member status (with referrals) and purchases, one implementation per database.
 
-A view is a tracking recorder: ``upsert`` writes the member's row and the position of the event
-that produced it in one transaction, and the position only moves forward, so an event is
-applied exactly once however often the worker is stopped and restarted.
+A view is a tracking recorder: ``write_batch`` writes the rows a batch of events changed and
+the position of the batch's last event in one transaction, and the position only moves forward,
+so every event is applied exactly once however often the worker is stopped and restarted.
+``applied`` counts, per member, the events the projection applied to the row: with exactly-once
+processing it equals the member's version.
+
+Each member row keeps the status as of its latest event together with the instant until which
+that status stays true (``valid_until``, from ``Member.status_changes_at``) and the program
+version it was computed under, so a read can tell whether the stored status is still the answer.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
@@ -22,8 +29,11 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 VIEW_NAME = "member_status"
+PURCHASES = "purchase_view"
 TRACKING_TABLE = f"{VIEW_NAME}_tracking"  # what the library's PostgreSQL factory names it
 MIGRATION = "__migration__"  # the library's marker row in a single-row tracking table
+# A column the current shape has and every earlier one lacked: without it the views are rebuilt.
+SHAPE_MARKER = "valid_until"
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,58 @@ class MemberStatusRow:
     status: dict[str, Any]
     version: int
     updated_at: datetime
+    applied: int = 1
+    program_version: int = 1
+    valid_until: datetime | None = None
+    referrals: list[dict[str, Any]] = field(default_factory=list)
+
+    def holds_at(self, moment: datetime, program_version: int) -> bool:
+        """Whether the stored status is the member's status at ``moment`` under that program
+        (as of the view's position)."""
+        return program_version == self.program_version and (
+            self.valid_until is None or moment < self.valid_until
+        )
+
+
+@dataclass(frozen=True)
+class PurchaseRow:
+    order_id: str
+    member_id: str
+    purchase: dict[str, Any]
+
+
+def dumps(value: Any) -> str:
+    """JSON as the API writes it: times in RFC 3339 and money as strings."""
+    return json.dumps(value, default=_plain, separators=(",", ":"))
+
+
+def plain(value: Any) -> Any:
+    """``value`` as it reads back from a view (the same types the API would write)."""
+    return json.loads(dumps(value))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class MemberStatusView(TrackingRecorder, ABC):
-    """Each member's status as of its latest event, and how far the event log has been read."""
+    """Each member's status and referrals and each purchase, as of the view's position."""
 
     @abstractmethod
+    def write_batch(
+        self,
+        members: Sequence[MemberStatusRow],
+        purchases: Sequence[PurchaseRow],
+        tracking: Tracking,
+    ) -> None:
+        """Write the rows and the tracking position in one transaction (IntegrityError if the
+        position was already recorded: then nothing is written). A member row's ``applied``
+        is how many events of this batch made it; the view adds it to the count it has."""
+
     def upsert(
         self,
         member_id: str,
@@ -46,8 +102,8 @@ class MemberStatusView(TrackingRecorder, ABC):
         tracking: Tracking,
         updated_at: datetime,
     ) -> None:
-        """Write the row and the tracking position in one transaction (IntegrityError if the
-        position was already recorded: then nothing is written)."""
+        """One member row made by one event."""
+        self.write_batch([MemberStatusRow(member_id, status, version, updated_at)], [], tracking)
 
     @abstractmethod
     def row(self, member_id: str) -> MemberStatusRow | None: ...
@@ -57,12 +113,21 @@ class MemberStatusView(TrackingRecorder, ABC):
         return None if found is None else found.status
 
     @abstractmethod
-    def all(self) -> Iterator[MemberStatusRow]:
-        """Every row, by member id."""
+    def purchase(self, order_id: str) -> PurchaseRow | None: ...
 
     @abstractmethod
-    def rows_with_position(self, application_name: str) -> tuple[int | None, list[MemberStatusRow]]:
-        """Every row and the tracking position they are as of, read in one statement."""
+    def all(self) -> Iterator[MemberStatusRow]:
+        """Every member row, by member id."""
+
+    @abstractmethod
+    def all_purchases(self) -> Iterator[PurchaseRow]:
+        """Every purchase row, by order id."""
+
+    @abstractmethod
+    def rows_with_position(
+        self, application_name: str
+    ) -> tuple[int | None, list[MemberStatusRow], list[PurchaseRow]]:
+        """Every row and the tracking position they are as of, read in one snapshot."""
 
     @abstractmethod
     def delete_all(self) -> None:
@@ -70,6 +135,11 @@ class MemberStatusView(TrackingRecorder, ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+MEMBER_COLUMNS = (
+    "member_id, status, version, updated_at, applied, program_version, valid_until, referrals"
+)
 
 
 class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
@@ -88,31 +158,62 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             f"SELECT MAX(notification_id) FROM {TRACKING_TABLE} WHERE application_name=?"
         )
 
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"PRAGMA table_info({VIEW_NAME})")
+            columns = {found["name"] for found in c.fetchall()}
+            if columns and SHAPE_MARKER not in columns:
+                # An older shape: the views are rebuilt from the ledger from position 0.
+                c.execute(f"DROP TABLE {VIEW_NAME}")
+                c.execute(f"DROP TABLE IF EXISTS {TRACKING_TABLE}")
+        super().create_table()
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (application_name TEXT, "
             "notification_id INTEGER, PRIMARY KEY (application_name)) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {VIEW_NAME} (member_id TEXT PRIMARY KEY, "
-            "status TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL)",
+            "status TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL, "
+            "applied INTEGER NOT NULL, program_version INTEGER NOT NULL, valid_until TEXT, "
+            "referrals TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {PURCHASES} (order_id TEXT PRIMARY KEY, "
+            "member_id TEXT NOT NULL, purchase TEXT NOT NULL)",
         ]
 
-    def upsert(
+    def write_batch(
         self,
-        member_id: str,
-        status: dict[str, Any],
-        version: int,
+        members: Sequence[MemberStatusRow],
+        purchases: Sequence[PurchaseRow],
         tracking: Tracking,
-        updated_at: datetime,
     ) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._insert_tracking(c, tracking)
-            c.execute(
-                f"INSERT INTO {VIEW_NAME} (member_id, status, version, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (member_id) DO UPDATE SET "
-                "status = excluded.status, version = excluded.version, "
-                "updated_at = excluded.updated_at",
-                (member_id, json.dumps(status), version, updated_at.isoformat()),
-            )
+            for row in members:
+                c.execute(
+                    f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
+                    "version = excluded.version, updated_at = excluded.updated_at, "
+                    f"applied = {VIEW_NAME}.applied + excluded.applied, "
+                    "program_version = excluded.program_version, "
+                    "valid_until = excluded.valid_until, referrals = excluded.referrals",
+                    (
+                        row.member_id,
+                        dumps(row.status),
+                        row.version,
+                        row.updated_at.isoformat(),
+                        row.applied,
+                        row.program_version,
+                        None if row.valid_until is None else row.valid_until.isoformat(),
+                        dumps(row.referrals),
+                    ),
+                )
+            for purchase in purchases:
+                c.execute(
+                    f"INSERT INTO {PURCHASES} (order_id, member_id, purchase) VALUES (?, ?, ?) "
+                    "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
+                    "purchase = excluded.purchase",
+                    (purchase.order_id, purchase.member_id, dumps(purchase.purchase)),
+                )
 
     def row(self, member_id: str) -> MemberStatusRow | None:
         with self.datastore.transaction(commit=False) as c:
@@ -120,31 +221,58 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             found = c.fetchone()
         return None if found is None else self._row(found)
 
+    def purchase(self, order_id: str) -> PurchaseRow | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {PURCHASES} WHERE order_id = ?", (order_id,))
+            found = c.fetchone()
+        return None if found is None else self._purchase(found)
+
     def all(self) -> Iterator[MemberStatusRow]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT * FROM {VIEW_NAME} ORDER BY member_id")
             rows = c.fetchall()
         return (self._row(found) for found in rows)
 
-    def rows_with_position(self, application_name: str) -> tuple[int | None, list[MemberStatusRow]]:
+    def all_purchases(self) -> Iterator[PurchaseRow]:
         with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {PURCHASES} ORDER BY order_id")
+            rows = c.fetchall()
+        return (self._purchase(found) for found in rows)
+
+    def rows_with_position(
+        self, application_name: str
+    ) -> tuple[int | None, list[MemberStatusRow], list[PurchaseRow]]:
+        with self.datastore.transaction(commit=False) as c:  # one read transaction
             position = self._max_tracking_id(application_name, c)
             c.execute(f"SELECT * FROM {VIEW_NAME} ORDER BY member_id")
-            return position, [self._row(found) for found in c.fetchall()]
+            members = [self._row(found) for found in c.fetchall()]
+            c.execute(f"SELECT * FROM {PURCHASES} ORDER BY order_id")
+            purchases = [self._purchase(found) for found in c.fetchall()]
+        return position, members, purchases
 
     def delete_all(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {VIEW_NAME}")
+            c.execute(f"DELETE FROM {PURCHASES}")
             c.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> ?", (MIGRATION,))
 
     @staticmethod
     def _row(found: Any) -> MemberStatusRow:
+        valid_until = found["valid_until"]
         return MemberStatusRow(
             member_id=found["member_id"],
             status=json.loads(found["status"]),
             version=found["version"],
             updated_at=datetime.fromisoformat(found["updated_at"]),
+            applied=found["applied"],
+            program_version=found["program_version"],
+            valid_until=None if valid_until is None else datetime.fromisoformat(valid_until),
+            referrals=json.loads(found["referrals"]),
         )
+
+    @staticmethod
+    def _purchase(found: Any) -> PurchaseRow:
+        return PurchaseRow(found["order_id"], found["member_id"], json.loads(found["purchase"]))
 
     def close(self) -> None:
         self.datastore.close()
@@ -157,47 +285,106 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         if not datastore.single_row_tracking:
             raise ValueError("the member-status view needs single-row tracking")
         super().__init__(datastore, tracking_table_name=tracking_table_name)
-        self.table = SQL("{0}.{1}").format(Identifier(datastore.schema), Identifier(VIEW_NAME))
-        self.tracking = SQL("{0}.{1}").format(
-            Identifier(datastore.schema), Identifier(tracking_table_name)
-        )
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {0} (member_id text PRIMARY KEY, "
-                "status jsonb NOT NULL, version bigint NOT NULL, "
-                "updated_at timestamptz NOT NULL)"
-            ).format(self.table)
+        schema = Identifier(datastore.schema)
+        self.table = SQL("{0}.{1}").format(schema, Identifier(VIEW_NAME))
+        self.purchases = SQL("{0}.{1}").format(schema, Identifier(PURCHASES))
+        self.tracking = SQL("{0}.{1}").format(schema, Identifier(tracking_table_name))
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (member_id text PRIMARY KEY, "
+                    "status jsonb NOT NULL, version bigint NOT NULL, "
+                    "updated_at timestamptz NOT NULL, applied bigint NOT NULL, "
+                    "program_version bigint NOT NULL, valid_until timestamptz, "
+                    "referrals jsonb NOT NULL)"
+                ).format(self.table),
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (order_id text PRIMARY KEY, "
+                    "member_id text NOT NULL, purchase jsonb NOT NULL)"
+                ).format(self.purchases),
+            ]
         )
         self.upsert_statement = SQL(
-            "INSERT INTO {0} (member_id, status, version, updated_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (member_id) DO UPDATE SET "
-            "status = excluded.status, version = excluded.version, "
-            "updated_at = excluded.updated_at"
+            "INSERT INTO {0} (" + MEMBER_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
+            "version = excluded.version, updated_at = excluded.updated_at, "
+            "applied = {0}.applied + excluded.applied, "
+            "program_version = excluded.program_version, "
+            "valid_until = excluded.valid_until, referrals = excluded.referrals"
         ).format(self.table)
+        self.purchase_statement = SQL(
+            "INSERT INTO {0} (order_id, member_id, purchase) VALUES (%s, %s, %s) "
+            "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
+            "purchase = excluded.purchase"
+        ).format(self.purchases)
 
-    def upsert(
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (self.datastore.schema, VIEW_NAME),
+            )
+            columns = {found["column_name"] for found in curs.fetchall()}
+            if columns and SHAPE_MARKER not in columns:
+                # An older shape: the views are rebuilt from the ledger from position 0.
+                curs.execute(SQL("DROP TABLE {0}").format(self.table))
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(self.tracking))
+        super().create_table()
+
+    def write_batch(
         self,
-        member_id: str,
-        status: dict[str, Any],
-        version: int,
+        members: Sequence[MemberStatusRow],
+        purchases: Sequence[PurchaseRow],
         tracking: Tracking,
-        updated_at: datetime,
     ) -> None:
         with self.datastore.transaction(commit=True) as curs:
             self._insert_tracking(curs, tracking)
-            curs.execute(
-                self.upsert_statement,
-                (member_id, Jsonb(status), version, updated_at),
-                prepare=True,
-            )
+            if members:
+                curs.executemany(
+                    self.upsert_statement,
+                    [
+                        (
+                            row.member_id,
+                            Jsonb(row.status, dumps),
+                            row.version,
+                            row.updated_at,
+                            row.applied,
+                            row.program_version,
+                            row.valid_until,
+                            Jsonb(row.referrals, dumps),
+                        )
+                        for row in members
+                    ],
+                )
+            if purchases:
+                curs.executemany(
+                    self.purchase_statement,
+                    [
+                        (row.order_id, row.member_id, Jsonb(row.purchase, dumps))
+                        for row in purchases
+                    ],
+                )
 
     def row(self, member_id: str) -> MemberStatusRow | None:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
-                SQL("SELECT * FROM {0} WHERE member_id = %s").format(self.table), (member_id,)
+                SQL("SELECT * FROM {0} WHERE member_id = %s").format(self.table),
+                (member_id,),
+                prepare=True,
             )
             found = curs.fetchone()
         return None if found is None else self._row(found)
+
+    def purchase(self, order_id: str) -> PurchaseRow | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT * FROM {0} WHERE order_id = %s").format(self.purchases),
+                (order_id,),
+                prepare=True,
+            )
+            found = curs.fetchone()
+        return None if found is None else self._purchase(found)
 
     def all(self) -> Iterator[MemberStatusRow]:
         with self.datastore.transaction(commit=False) as curs:
@@ -205,25 +392,38 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             rows = curs.fetchall()
         return (self._row(found) for found in rows)
 
-    def rows_with_position(self, application_name: str) -> tuple[int | None, list[MemberStatusRow]]:
-        # One statement sees one snapshot, so the rows are exactly as of the position.
+    def all_purchases(self) -> Iterator[PurchaseRow]:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                SQL(
-                    "SELECT t.notification_id AS position, m.* FROM "
-                    "(SELECT MAX(notification_id) AS notification_id FROM {0} "
-                    "WHERE application_name = %s) t LEFT JOIN {1} m ON true "
-                    "ORDER BY m.member_id"
-                ).format(self.tracking, self.table),
-                (application_name,),
-            )
+            curs.execute(SQL("SELECT * FROM {0} ORDER BY order_id").format(self.purchases))
             rows = curs.fetchall()
-        position = rows[0]["position"] if rows else None
-        return position, [self._row(found) for found in rows if found["member_id"] is not None]
+        return (self._purchase(found) for found in rows)
+
+    def rows_with_position(
+        self, application_name: str
+    ) -> tuple[int | None, list[MemberStatusRow], list[PurchaseRow]]:
+        # One repeatable-read transaction sees one snapshot: the rows are as of the position.
+        with self.datastore.get_connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            with conn.cursor() as curs:
+                curs.execute(
+                    SQL(
+                        "SELECT MAX(notification_id) AS position FROM {0} "
+                        "WHERE application_name = %s"
+                    ).format(self.tracking),
+                    (application_name,),
+                )
+                found = curs.fetchone()
+                position = None if found is None else found["position"]
+                curs.execute(SQL("SELECT * FROM {0} ORDER BY member_id").format(self.table))
+                members = [self._row(row) for row in curs.fetchall()]
+                curs.execute(SQL("SELECT * FROM {0} ORDER BY order_id").format(self.purchases))
+                purchases = [self._purchase(row) for row in curs.fetchall()]
+        return position, members, purchases
 
     def delete_all(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("DELETE FROM {0}").format(self.table))
+            curs.execute(SQL("DELETE FROM {0}").format(self.purchases))
             curs.execute(
                 SQL("DELETE FROM {0} WHERE application_name <> %s").format(self.tracking),
                 (MIGRATION,),
@@ -236,15 +436,23 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             status=found["status"],
             version=found["version"],
             updated_at=found["updated_at"],
+            applied=found["applied"],
+            program_version=found["program_version"],
+            valid_until=found["valid_until"],
+            referrals=found["referrals"],
         )
+
+    @staticmethod
+    def _purchase(found: Any) -> PurchaseRow:
+        return PurchaseRow(found["order_id"], found["member_id"], found["purchase"])
 
     def close(self) -> None:
         self.datastore.close()
 
 
 def open_member_status_view(event_store_env: Mapping[str, str]) -> MemberStatusView:
-    """The view in the event store's own database (its tables are created if missing)."""
-    env = {**event_store_env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "2"}
+    """The views in the event store's own database (their tables are created if missing)."""
+    env = {**event_store_env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "6"}
     module = env.get("PERSISTENCE_MODULE", "")
     view_class: type[MemberStatusView]
     if module == "eventsourcing.sqlite":

@@ -34,9 +34,11 @@ def test_an_auditor_is_told_when_the_read_model_was_never_built(history: Server)
     assert response.status_code == 200, response.json
     body = response.json
     assert body["position"] is None and "never built" in body["live_view"]
-    assert [(m["member_id"], m["live"]) for m in body["mismatches"]] == [
-        ("ann", "missing in live view"),
-        ("bob", "missing in live view"),
+    assert [(m["member_id"], m["field"], m["live"]) for m in body["mismatches"]] == [
+        ("ann", "row", "missing in live view"),
+        ("bob", "row", "missing in live view"),
+        ("ann", "purchases.A-1", "missing in live view"),
+        ("bob", "purchases.B-1", "missing in live view"),
     ]
     assert body["members"] == 2 and body["events"] > 0
 
