@@ -100,6 +100,8 @@ class Settings:
     cache_size: int
     snapshot_interval: int
     token_ttl_seconds: int
+    read_models: str = "views"  # or "ledger": every read folds the member in the ledger
+    read_wait_seconds: float = 2.0
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -109,7 +111,29 @@ class Settings:
             cache_size=_positive_int(env, "DAIFUKU_CACHE_SIZE", 2000),
             snapshot_interval=_positive_int(env, "DAIFUKU_SNAPSHOT_INTERVAL", 100),
             token_ttl_seconds=_positive_int(env, "DAIFUKU_TOKEN_TTL_SECONDS", 3600),
+            read_models=_choice(env, "DAIFUKU_READ_MODELS", ("views", "ledger")),
+            read_wait_seconds=_seconds(env, "DAIFUKU_READ_WAIT_SECONDS", 2.0),
         )
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 60:
+        raise ConfigurationError(f"{name} must be between 0 and 60 seconds, not {value}")
+    return value
 
 
 def _positive_int(env: dict[str, str], name: str, default: int) -> int:

@@ -16,6 +16,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from adapters.keys import KeyStore
+from adapters.views import MemberStatusView
 from api import (
     analytics,
     audit,
@@ -32,6 +33,7 @@ from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
 from api.problems import PROBLEM_MIMETYPE, invalid
+from api.reads import READ_FROM_HEADER
 from api.schemas import ID_RE, IdConverter, ProblemSchema, id_parameter
 
 if TYPE_CHECKING:
@@ -45,7 +47,9 @@ DESCRIPTION = (
     "Event-sourced loyalty ledger. Money is a decimal string, times are RFC 3339 with an "
     "offset, errors are application/problem+json. Request bodies with unknown fields are "
     "refused (422). Creating requests carry their own id: a repeat with the same content "
-    "answers 200 with the first response, with different content 409."
+    "answers 200 with the first response (its `position` is the log's head by then), with "
+    "different content 409. A write's `position` passed as `?after=` to a read makes the "
+    "read wait until the read models include that write."
 )
 
 
@@ -89,6 +93,8 @@ def create_app(
     token_secret: bytes,
     clock: Clock,
     token_ttl_seconds: int = 3600,
+    views: MemberStatusView | None = None,
+    read_wait_seconds: float = 2.0,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -122,6 +128,8 @@ def create_app(
         clock=clock,
         token_ttl_seconds=token_ttl_seconds,
         metrics=metrics,
+        views=views,
+        read_wait_seconds=read_wait_seconds,
     )
     app.url_map.converters["id"] = IdConverter
     api = LedgerApi(app)
@@ -157,6 +165,8 @@ def create_app(
     @app.after_request
     def finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
+        if "read_from" in g:
+            response.headers[READ_FROM_HEADER] = g.read_from
         if request.path.startswith("/v1/"):
             response.headers.setdefault("Cache-Control", "no-store")
         if "started" in g:

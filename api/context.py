@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g
 
 from adapters.keys import KeyStore
+from adapters.views import MemberStatusView
 from api.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ class Backend:
     clock: Clock
     token_ttl_seconds: int
     metrics: Metrics
+    views: MemberStatusView | None = None  # None: every read is answered by the ledger
+    read_wait_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ def backend() -> Backend:
 
 def ledger() -> Ledger:
     return backend().ledger
+
+
+def with_position(result: dict[str, Any]) -> dict[str, Any]:
+    """A write's response, with where the write was recorded (for ``?after=``)."""
+    return {**result, "position": ledger().last_position()}
 
 
 def cause() -> str:

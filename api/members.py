@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from adapters.keys import mint_member_token
+from api import reads
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import backend, cause, ledger
+from api.context import backend, cause, ledger, with_position
 from api.problems import invalid
 from api.schemas import (
     EnrolmentRequest,
@@ -21,6 +22,7 @@ from api.schemas import (
     RedemptionRequest,
     RedemptionView,
     ReferralPage,
+    ReferralQuery,
     StatusQuery,
     TokenRequest,
 )
@@ -57,7 +59,10 @@ def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
 @blp.response(200, MemberStatus)
 def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """A member's tier, points and stage, now or as of a past instant"""
-    return ledger().member_status(member_id, as_of=query.get("as_of"))
+    as_of = query.get("as_of")
+    if as_of is not None:
+        return ledger().member_status(member_id, as_of=as_of)
+    return reads.member_status(member_id, query.get("after"))
 
 
 @blp.route("/<id:member_id>/events")
@@ -76,13 +81,13 @@ def events(query: dict[str, Any], member_id: str) -> dict[str, Any]:
 
 @blp.route("/<id:member_id>/referrals")
 @allow("storefront", "auditor", member="member_id")
-@blp.arguments(EventsQuery(), location="query")
+@blp.arguments(ReferralQuery(), location="query")
 @blp.response(200, ReferralPage)
 def referrals(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """The referrals a member made, with their states and rewards, in enrolment order"""
     limit: int = query["limit"]
     after = _read_cursor(query.get("cursor"))
-    found = ledger().referrals(member_id, after=after, limit=limit + 1)
+    found = reads.referrals(member_id, query.get("after"), after, limit + 1)
     page = found[:limit]
     more = len(found) > limit
     for item in page:
@@ -118,7 +123,7 @@ def redeem(body: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
         points=body.get("points"),
         cause=cause(),
     )
-    return redemption, 201 if created else 200
+    return with_position(redemption), 201 if created else 200
 
 
 def _cursor(version: int) -> str:

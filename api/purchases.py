@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from api import reads
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import cause, ledger
+from api.context import cause, ledger, with_position
 from api.schemas import (
-    ClaimRecorded,
     ClaimRequest,
+    ClaimResponse,
     PurchaseRecorded,
     PurchaseRequest,
     PurchaseView,
+    ReadQuery,
     RefundRecorded,
     RefundRequest,
 )
@@ -44,15 +46,16 @@ def record_purchase(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         guarantee=body.get("guarantee"),
         cause=cause(),
     )
-    return purchase, 201 if created else 200
+    return with_position(purchase), 201 if created else 200
 
 
 @blp.route("/<id:order_id>")
 @allow("storefront", "auditor")
+@blp.arguments(ReadQuery(), location="query")
 @blp.response(200, PurchaseView)
-def purchase(order_id: str) -> dict[str, Any]:
+def purchase(query: dict[str, Any], order_id: str) -> dict[str, Any]:
     """A purchase with its refunds, guarantee, claim and points"""
-    return ledger().purchase(order_id)
+    return reads.purchase(order_id, query.get("after"))
 
 
 @blp.route("/<id:order_id>/refunds", methods=["POST"])
@@ -69,17 +72,17 @@ def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
         reason=body.get("reason"),
         cause=cause(),
     )
-    return refunded, 201 if created else 200
+    return with_position(refunded), 201 if created else 200
 
 
 @blp.route("/<id:order_id>/guarantee-claims", methods=["POST"])
 @allow("storefront")
 @blp.arguments(ClaimRequest())
-@blp.response(201, ClaimRecorded, description="Claimed: refunded and paid out")
-@blp.alt_response(200, schema=ClaimRecorded, description="Already claimed with the same data")
+@blp.response(201, ClaimResponse, description="Claimed: refunded and paid out")
+@blp.alt_response(200, schema=ClaimResponse, description="Already claimed with the same data")
 def claim(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
     """Claim the purchase's guarantee inside its window: payout, refund and clawback"""
     claimed, created = ledger().claim_guarantee(
         order_id, body["claim_id"], evidence=body.get("evidence"), cause=cause()
     )
-    return claimed, 201 if created else 200
+    return with_position(claimed), 201 if created else 200

@@ -6,7 +6,7 @@ from typing import Any
 
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import cause, ledger
+from api.context import cause, ledger, with_position
 from api.schemas import RedemptionView
 
 blp = ApiBlueprint(
@@ -24,4 +24,4 @@ blp = ApiBlueprint(
 def cancel(redemption_id: str) -> tuple[dict[str, Any], int]:
     """Cancel a redemption and give its points back"""
     redemption, created = ledger().cancel_redemption(redemption_id, cause=cause())
-    return redemption, 201 if created else 200
+    return with_position(redemption), 201 if created else 200

@@ -121,8 +121,39 @@ class EnrolmentRequest(StrictBody):
     referral_code = fields.String(allow_none=True, validate=validate.Length(min=1, max=32))
 
 
-class StatusQuery(Schema):
+def position_field() -> fields.Integer:
+    return fields.Integer(
+        metadata={
+            "description": "where in the event log this was recorded: pass it as `?after=` to "
+            "a read to see this write (for a repeat, a position at or after the original's)"
+        }
+    )
+
+
+class ReadQuery(Schema):
+    after = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "a position returned by a write: wait (briefly) until the read models "
+            "have applied it, so the answer includes that write"
+        },
+    )
+
+
+class StatusQuery(ReadQuery):
     as_of = Instant(metadata={"description": "the status as it was at this instant"})
+
+
+class ReferralQuery(ReadQuery):
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "page size, 1-1000"},
+    )
+    cursor = fields.String(
+        validate=validate.Length(max=200),
+        metadata={"description": "the `next` of the previous page"},
+    )
 
 
 class EventsQuery(Schema):
@@ -211,6 +242,10 @@ class ClaimRecorded(Schema):
     recorded_at = Instant()
     tier = fields.String()
     tier_changed = fields.Boolean()
+
+
+class ClaimResponse(ClaimRecorded):
+    position = position_field()
 
 
 class RefundRequest(StrictBody):
@@ -384,6 +419,7 @@ class PurchaseRecorded(Schema):
     tier = fields.String()
     tier_changed = fields.Boolean()
     guarantee = fields.Nested(GuaranteeTerms, allow_none=True)
+    position = position_field()
 
 
 class LineItemView(Schema):
@@ -408,6 +444,7 @@ class RefundRecorded(RefundView):
     refundable_amount = DecimalText()
     tier = fields.String()
     tier_changed = fields.Boolean()
+    position = position_field()
 
 
 class GuaranteeView(GuaranteeTerms):
@@ -443,6 +480,7 @@ class RedemptionView(Schema):
     redeemed_at = Instant()
     cancelled_at = Instant(allow_none=True)
     points_available = fields.Integer(metadata={"description": "the member's balance afterwards"})
+    position = position_field()
 
 
 class ProgramView(Schema):

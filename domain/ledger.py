@@ -67,6 +67,7 @@ class Ledger(Application[UUID]):
         # Snapshots keep a member with a long history as cheap to load as a new one.
         self.snapshot_interval = snapshot_interval
         self._locks_by_stripe = [threading.Lock() for _ in range(self.lock_stripes)]
+        self._written = threading.local()  # per thread: the position of its last write
         self._terms: Terms | None = None
         self._terms_checked = 0.0
         self._due: dict[UUID, datetime] = {}
@@ -235,6 +236,12 @@ class Ledger(Application[UUID]):
                 {**referrals.referral_view(member.referrals[r], member_id), "seq": i}
                 for i, r in enumerate(chosen, start=after + 1)
             ]
+
+    def last_position(self) -> int | None:
+        """Where this thread's last command recorded its last event (None before any): a read
+        model that has applied this position includes that command's effect."""
+        position: int | None = getattr(self._written, "position", None)
+        return position
 
     def member_status(self, member_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         uid = member_uuid(member_id)
@@ -767,10 +774,12 @@ class Ledger(Application[UUID]):
         """Run a command on the cached member in place; any failure evicts it from the cache.
 
         ``partner_of`` names a second member the command may change in the same transaction
-        (a referrer). Two writers of one member in different processes meet as a version
+        (a referrer). ``last_position`` then tells the calling thread where in the log the
+        command's last event was recorded (for a repeat that records nothing, the log's head). Two writers of one member in different processes meet as a version
         conflict in the event store; the loser reloads and runs its command again.
         """
         uid = member_uuid(member_id)
+        self._written.position = None
         # The cached member is brought up to date first (one indexed read): with several
         # worker processes, saving a stale copy would waste a transaction on a version conflict.
         load = self._member
@@ -793,7 +802,12 @@ class Ledger(Application[UUID]):
                             changed.append(
                                 Ownership.record(*new_owner, member_id, self.clock.now())
                             )
-                        self.save(*changed)
+                        recordings = self.save(*changed)
+                        position = max(r.notification.id for r in recordings)
+                    else:
+                        # Nothing new (a repeat): any position at or after the original's.
+                        position = self.recorder.max_notification_id() or 0
+                    self._written.position = position
                     return result, created
                 except IntegrityError:
                     self._evict(*uids)

@@ -1,0 +1,89 @@
+"""Reads answered from the read models, and from the ledger whenever a view cannot answer.
+
+A view answers when its row holds at this instant: the stored status stays true until its
+``valid_until`` and under the program version it was computed with. A caller that has just
+written passes the position its write returned (``?after=``): the read waits, a bounded time,
+for the views to apply it, so a storefront always reads its own writes. If they do not get
+there in time, or hold no row, the ledger answers (it is always current). The header
+``Daifuku-Read-From`` says which one did.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import g
+
+from adapters.views import MemberStatusView
+from api.context import backend
+from api.problems import invalid
+
+READ_FROM_HEADER = "Daifuku-Read-From"
+FIRST_POLL_SECONDS = 0.002
+LONGEST_POLL_SECONDS = 0.05
+
+
+def member_status(member_id: str, after: int | None) -> dict[str, Any]:
+    found = backend()
+    views = _views_at(after)
+    if views is not None:
+        row = views.row(member_id)
+        now = found.clock.now()
+        if row is not None and row.holds_at(now, found.ledger.terms().version):
+            _served("view")
+            return {**row.status, "as_of": now}
+    _served("ledger")
+    return found.ledger.member_status(member_id)
+
+
+def referrals(member_id: str, after: int | None, start: int, limit: int) -> list[dict[str, Any]]:
+    """``limit`` referrals from the ``start``-th (0-based), each with its ``seq``."""
+    found = backend()
+    views = _views_at(after)
+    if views is not None:
+        row = views.row(member_id)
+        if row is not None and row.holds_at(found.clock.now(), found.ledger.terms().version):
+            _served("view")
+            return [dict(item) for item in row.referrals[start : start + limit]]
+    _served("ledger")
+    return found.ledger.referrals(member_id, after=start, limit=limit)
+
+
+def purchase(order_id: str, after: int | None) -> dict[str, Any]:
+    found = backend()
+    views = _views_at(after)
+    if views is not None:
+        row = views.purchase(order_id)
+        if row is not None:  # a purchase's view does not change with time, only with events
+            _served("view")
+            return row.purchase
+    _served("ledger")
+    return found.ledger.purchase(order_id)
+
+
+def _views_at(after: int | None) -> MemberStatusView | None:
+    """The views once they have applied position ``after``; None if there are none or they
+    are not there within the wait."""
+    found = backend()
+    views = found.views
+    if views is None or after is None:
+        return views
+    name = found.ledger.name
+    if (views.max_tracking_id(name) or 0) >= after:
+        return views
+    head = found.ledger.recorder.max_notification_id() or 0
+    if after > head:
+        raise invalid("after", f"position {after} is not in the log yet (its head is {head})")
+    deadline = time.monotonic() + found.read_wait_seconds
+    pause = FIRST_POLL_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, LONGEST_POLL_SECONDS)
+        if (views.max_tracking_id(name) or 0) >= after:
+            return views
+    return None
+
+
+def _served(source: str) -> None:
+    g.read_from = source
