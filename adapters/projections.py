@@ -7,6 +7,7 @@ is recorded: a member event's with its row, any other event's on its own.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,9 +24,10 @@ from eventsourcing.utils import get_topic
 from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
 from domain import referrals
 from domain.ledger import Ledger
-from domain.members import Member, Terms
+from domain.members import Member, Terms, member_uuid
 from domain.program import PROGRAM_ID, Program
 
+log = logging.getLogger(__name__)
 PAGE = 500
 REPLAY_PAGE = 2_000  # a rebuild writes fewer, larger transactions
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
@@ -86,6 +88,8 @@ class MemberStatusProjection(Projection[MemberStatusView]):
     def _fold(self, event: Any, tracking: Tracking, touched: dict[UUID, Touched]) -> None:
         if isinstance(event, Program.Started | Program.Published):
             self._program = self._fold_program(event)
+            if isinstance(event, Program.Published):
+                self._restate(event.timestamp, tracking, touched)
         elif isinstance(event, Member.Enrolled | Member.Changed):
             member = self._fold_member(event)
             moment: datetime = event.timestamp
@@ -100,6 +104,18 @@ class MemberStatusProjection(Projection[MemberStatusView]):
                 order_id = member.last_refund[0]  # the refund it belongs to records its tier
             if isinstance(order_id, str) and order_id in member.purchases:
                 entry.orders.add(order_id)
+
+    def _restate(self, moment: datetime, tracking: Tracking, touched: dict[UUID, Touched]) -> None:
+        """A new program version changes every member's status (thresholds, names, windows):
+        every row is written again as of the publication, under the new version."""
+        terms = self._terms_at(moment, tracking)
+        for entry in touched.values():
+            if entry.moment <= moment:
+                entry.moment, entry.terms = moment, terms
+        for row in self.view.all():
+            uid = member_uuid(row.member_id)
+            if uid not in touched:
+                touched[uid] = Touched(uid, moment, row.version, terms)
 
     def _rows(
         self, touched: dict[UUID, Touched]
@@ -251,3 +267,36 @@ def replay(ledger: Ledger, view: MemberStatusView, progress: ProgressReport | No
     view.delete_all()
     projection = MemberStatusProjection(view, ledger)
     return ProjectionWorker(ledger, projection, REPLAY_PAGE).catch_up(progress=progress)
+
+
+class ProjectionThread:
+    """Keeps the views up to date from a daemon thread (``daifuku serve``'s embedded worker).
+
+    A failed batch is logged and retried from the view's position after a pause: nothing is
+    applied twice, since the batch's rows and position were not written.
+    """
+
+    def __init__(self, ledger: Ledger, view: MemberStatusView, poll_seconds: float = 0.05) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.poll_seconds = poll_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="daifuku-projection", daemon=True)
+
+    def start(self) -> ProjectionThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            worker = ProjectionWorker(self.ledger, MemberStatusProjection(self.view, self.ledger))
+            try:
+                worker.run(self._stopping, poll_seconds=self.poll_seconds)
+            except Exception:
+                log.exception("projection batch failed; retrying from the view's position")
+                self._stopping.wait(1.0)

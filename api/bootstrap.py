@@ -13,7 +13,9 @@ from flask import Flask
 
 from adapters.keys import KeyStore
 from adapters.settings import Settings
+from adapters.views import open_member_status_view
 from api.app import create_app
+from api.context import EXTENSION, Backend
 from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
 
@@ -57,14 +59,34 @@ def bootstrap(
 def build_app(
     settings: Settings, clock: Clock | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[Flask, Ledger, KeyStore]:
-    """The whole server; the caller closes the ledger and the key store when it stops."""
+    """The whole server, reading from the views unless settings say otherwise; the caller
+    closes it with ``close_app`` when it stops."""
     clock = clock or SystemClock()
     ledger, keys, secret = bootstrap(settings, clock, environ)
+    views = None
+    if settings.read_models == "views":
+        try:
+            views = open_member_status_view(ledger.env)
+        except BaseException:
+            ledger.close()
+            keys.close()
+            raise
     app = create_app(
         ledger,
         keys,
         token_secret=secret,
         clock=clock,
         token_ttl_seconds=settings.token_ttl_seconds,
+        views=views,
+        read_wait_seconds=settings.read_wait_seconds,
     )
     return app, ledger, keys
+
+
+def close_app(app: Flask) -> None:
+    """Close what ``build_app`` opened."""
+    found: Backend = app.extensions[EXTENSION]
+    if found.views is not None:
+        found.views.close()
+    found.ledger.close()
+    found.keys.close()

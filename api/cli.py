@@ -16,11 +16,16 @@ from werkzeug.serving import make_server
 
 from adapters.export import export_lines, verify_lines
 from adapters.keys import KEY_ROLES, KeyStore
-from adapters.projections import MemberStatusProjection, ProjectionWorker, replay
+from adapters.projections import (
+    MemberStatusProjection,
+    ProjectionThread,
+    ProjectionWorker,
+    replay,
+)
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification import verify_member_status
 from adapters.views import open_member_status_view
-from api.bootstrap import bootstrap, build_app
+from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
 from api.progress import ProgressLine
 from api.scheduler import INTERVAL_SECONDS, Scheduler
@@ -113,7 +118,9 @@ def _create_key(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app, ledger, keys = build_app(settings)
+    views = app.extensions[EXTENSION].views
     scheduler: Scheduler | None = None
+    projector: ProjectionThread | None = None
     try:
         if keys.count() == 0:
             print("No API keys yet; one per role (shown only now):", flush=True)
@@ -121,8 +128,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {role:<10} {keys.create(role, role)}", flush=True)
         server = make_server(args.host, args.port, app, threaded=True)
         scheduler = Scheduler(ledger, app.extensions[EXTENSION].metrics).start()
+        if views is not None:
+            projector = ProjectionThread(ledger, views).start()
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Ledger: {settings.database.describe()}", flush=True)
+        reads = "the read models (kept up to date in the background)" if views else "the ledger"
+        print(f"Reads: from {reads}", flush=True)
         print(f"Listening on http://{args.host}:{server.server_port} (docs at /docs)", flush=True)
         try:
             server.serve_forever()
@@ -131,10 +142,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             server.server_close()
     finally:
+        if projector is not None:
+            projector.stop()
         if scheduler is not None:
             scheduler.stop()
-        ledger.close()
-        keys.close()
+        close_app(app)
     return 0
 
 

@@ -1,7 +1,9 @@
 """``gunicorn api.wsgi:app``: the server built from the environment.
 
 Set DAIFUKU_RUN_SCHEDULER=1 in exactly one place (one worker, or run ``daifuku scheduler``
-separately) to record time-driven changes in the background.
+separately) to record time-driven changes in the background. Reads come from the read models
+(DAIFUKU_READ_MODELS=views, the default): run ``daifuku project`` beside the server to keep them
+up to date (docker-compose.yml's worker service does), or set DAIFUKU_READ_MODELS=ledger.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import os
 from flask import Flask
 
 from adapters.settings import Settings
-from api.bootstrap import build_app
+from api.bootstrap import build_app, close_app
 from api.context import EXTENSION
 from api.scheduler import Scheduler
 
 
 def _start() -> Flask:
-    application, ledger, keys = build_app(Settings.from_environ())
+    application, ledger, _ = build_app(Settings.from_environ())
     scheduler: Scheduler | None = None
     if os.environ.get("DAIFUKU_RUN_SCHEDULER") == "1":
         scheduler = Scheduler(ledger, application.extensions[EXTENSION].metrics).start()
@@ -26,8 +28,7 @@ def _start() -> Flask:
     def stop() -> None:
         if scheduler is not None:
             scheduler.stop()
-        ledger.close()
-        keys.close()
+        close_app(application)
 
     atexit.register(stop)
     return application
