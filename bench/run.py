@@ -8,6 +8,13 @@
 3. load: ``--members`` members enrolled, then ``--clients`` client processes posting purchases
    for random members for ``--duration`` seconds (after ``--warmup``), each on one keep-alive
    connection, while one more client reads member status at ``--status-rate`` per second;
+   with ``--worker-lag`` (the default; ``--no-worker-lag`` skips it) a projection worker
+   (``daifuku project``) runs against the same database, started and caught up before the
+   clients start, and every ``--lag-interval`` seconds the bench records the head of the log
+   (the largest notification id in the events table) and the view's tracking position; a
+   sample's lag is the time until the tracking position reached that head (so it is measured
+   to within one interval, rounded up), and the p50/p99/max are over the samples of the
+   measured window; the worker is stopped (SIGTERM) once it has caught up after the load;
 4. raw: ``--raw-writers`` processes doing one-row INSERT + COMMIT into a table shaped like the
    event store's for ``--raw-duration`` seconds; the ratio purchases/s / inserts/s;
 5. long history: one member with ``--long-events`` events; the median latency of a purchase for
@@ -15,7 +22,14 @@
 6. memory (``--no-memory-phase`` skips it): ``--memory-purchases`` purchases across
    ``--memory-members`` new members at the best rate the load clients reach, then the peak
    resident memory of the gunicorn workers (VmHWM);
-7. a table on stdout and ``bench/results.json`` with every figure, the configuration, the
+7. replay (``--no-replay-phase`` skips it): if the events table holds fewer than
+   ``--replay-min-events`` events, ``--bulk-clients`` clients post purchases for the load
+   phase's members until it does (after the memory figure is read, so it does not change it);
+   then a raw scan of the events table with psycopg (a server-side cursor, pages of
+   ``--raw-scan-page`` rows, every column, ``state`` included, in notification order),
+   ``daifuku replay`` as a subprocess (its wall-clock time, start-up included: events/s), and
+   the raw scan once more; the ratio is replay events/s over the faster raw scan's rows/s;
+8. a table on stdout and ``bench/results.json`` with every figure, the configuration, the
    timestamps and pass or fail per target.
 
 The server is found the way the test suite finds one: ``DAIFUKU_BENCH_DATABASE_URL`` (or
@@ -35,6 +49,7 @@ in the results), which is how variants of the event store's settings can be comp
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import hashlib
 import http.client
@@ -44,6 +59,8 @@ import multiprocessing
 import os
 import queue
 import random
+import re
+import resource
 import secrets
 import shlex
 import signal
@@ -51,6 +68,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -82,6 +100,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "status_read_p99_ms": ("<=", 20.0),
     "long_history_ratio": ("<=", 1.5),
     "peak_rss_mb": ("<", 300.0),
+    "replay_events_per_s": (">=", 5000.0),
+    "replay_ratio": (">=", 0.2),
+    "worker_lag_p99_s": ("<=", 1.0),
 }
 
 # Settings of the server and of the eventsourcing library that a run inherits.
@@ -96,6 +117,8 @@ PASSED_ENV_PREFIXES = (
     "DEEPCOPY_",
 )
 SKIPPED_MEMORY = "not measured (--no-memory-phase)"
+SKIPPED_REPLAY = "not measured (--no-replay-phase)"
+SKIPPED_LAG = "not measured (--no-worker-lag)"
 
 _children: list[multiprocessing.process.BaseProcess] = []
 
@@ -136,16 +159,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--memory-members", type=int, default=10_000)
     add("--memory-purchases", type=int, default=100_000)
     add("--memory-clients", type=int, default=8, help="concurrent clients of the memory phase")
+    add("--worker-lag", action=argparse.BooleanOptionalAction, default=True,
+        help="run `daifuku project` during the load; measure its lag behind writers")  # fmt: skip
+    add("--lag-interval", type=float, default=0.05, help="seconds between lag samples")
+    add("--worker-poll", type=float, default=0.2, help="`daifuku project --poll` (idle seconds)")
+    add("--replay-phase", action=argparse.BooleanOptionalAction, default=True,
+        help="time `daifuku replay` of the history against a raw scan of the events")  # fmt: skip
+    add("--replay-min-events", type=int, default=200_000,
+        help="purchases are added before the replay until the log has this many")  # fmt: skip
+    add("--bulk-clients", type=int, default=8, help="clients adding purchases before the replay")
+    add("--raw-scan-page", type=int, default=1000, help="rows per fetch of the raw scan")
     add("--workers", type=int, default=2, help="gunicorn worker processes")
     add("--threads", type=int, default=8, help="threads per gunicorn worker (gthread)")
     add("--worker-class", default="gthread", help="gunicorn worker class")
     add("--gunicorn-args", default="", help="more gunicorn options, e.g. '--keep-alive 5'")
     add("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
-    for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients"):
+    for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients",
+                 "bulk_clients", "raw_scan_page"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.duration <= 0 or args.raw_duration <= 0 or args.status_rate <= 0:
+    positive = (args.duration, args.raw_duration, args.status_rate, args.lag_interval,
+                args.worker_poll)  # fmt: skip
+    if min(positive) <= 0:
         parser.error("durations and rates must be positive")
     return args
 
@@ -496,22 +532,32 @@ def machine_busy(seconds: float) -> float:
 
 
 class CpuMeter:
-    """Cores used by the machine, the gunicorn workers and PostgreSQL over an interval."""
+    """Cores used by the machine, the gunicorn workers and PostgreSQL over an interval, and by
+    the processes in ``extra`` (name -> pids, reported as ``<name>_cores``)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, extra: dict[str, list[int]] | None = None) -> None:
         self.server = server
+        self.extra = extra or {}
         self.hz = os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> CpuMeter:
+        return self.start()
+
+    def start(self) -> CpuMeter:
+        """From now (``run_clients`` calls it once the clients are started and connected)."""
         self.started = time.monotonic()
         self.workers = self.server.worker_pids()
         self.postgres = postgres_pids()
         self.machine0 = machine_ticks()
         self.api0 = cpu_ticks(self.workers)
         self.pg0 = cpu_ticks(self.postgres)
+        self.extra0 = {name: cpu_ticks(pids) for name, pids in self.extra.items()}
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         wall = time.monotonic() - self.started
         ticks = [b - a for a, b in zip(self.machine0, machine_ticks(), strict=False)]
         total = max(sum(ticks), 1)
@@ -525,6 +571,206 @@ class CpuMeter:
             "api_workers_cores": round((cpu_ticks(self.workers) - self.api0) / self.hz / wall, 2),
             "postgres_cores": round(postgres / self.hz / wall, 2),
         }
+        for name, pids in self.extra.items():
+            used = cpu_ticks(pids) - self.extra0[name]
+            self.result[f"{name}_cores"] = round(used / self.hz / wall, 2)
+
+
+# ------------------------------------------------------------- the projection worker and its lag
+
+
+class ProjectionWorkerProcess:
+    """``daifuku project`` against the bench database, in its own session."""
+
+    def __init__(self, database_url: str, poll: float) -> None:
+        self.database_url = database_url
+        self.poll = poll
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(f"/tmp/daifuku-bench-project-{os.getpid()}.log")
+
+    def start(self) -> None:
+        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        command = [str(BIN / "daifuku"), "project", "--poll", f"{self.poll:g}"]
+        with self.log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM (the command stops at the end of the event in hand); its exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log("WARNING: the projection worker ignored SIGTERM for 30 s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        return process.returncode
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+
+class LogPositions:
+    """The head of the event log and the member-status view's position, in one statement."""
+
+    def __init__(self, url: str, events: str) -> None:
+        from adapters.views import TRACKING_TABLE  # noqa: PLC0415
+        from domain.ledger import Ledger  # noqa: PLC0415
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.application_name = Ledger.name
+        self.statement = sql.SQL(
+            "SELECT (SELECT max(notification_id) FROM {0}), "
+            "(SELECT max(notification_id) FROM {1} WHERE application_name = %s)"
+        ).format(sql.Identifier(events), sql.Identifier(TRACKING_TABLE))
+
+    def read(self) -> tuple[int, int]:
+        """(head, tracked): 0 for an empty log or a view that has tracked nothing yet."""
+        row = self.conn.execute(self.statement, (self.application_name,), prepare=True).fetchone()
+        assert row is not None
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def wait_caught_up(self, worker: ProjectionWorkerProcess, timeout: float) -> float:
+        """Seconds until the view's position reaches the head (its table may not exist yet)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if not worker.running():
+                raise BenchError(f"the projection worker stopped:\n{worker.log_tail()}")
+            try:
+                head, tracked = self.read()
+            except psycopg.errors.UndefinedTable:
+                pass  # the worker has not created the view's tables yet
+            else:
+                if tracked >= head:
+                    return time.monotonic() - started
+            time.sleep(0.1)
+        raise BenchError(
+            f"the projection worker did not catch up within {timeout:g} s:\n{worker.log_tail()}"
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class LagSampler:
+    """(before, after, head, tracked) every ``interval`` seconds, from a thread of its own.
+
+    ``before`` and ``after`` are the monotonic times around the statement: a head is dated
+    ``before`` (it was read no earlier) and a position ``after`` (it was read no later), so a
+    lag computed from them is never less than the real one.
+    """
+
+    def __init__(self, url: str, events: str, interval: float) -> None:
+        self.url = url
+        self.events = events
+        self.interval = interval
+        self.samples: list[tuple[float, float, int, int]] = []
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
+
+    def start(self) -> LagSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            positions = LogPositions(self.url, self.events)
+            try:
+                next_at = time.monotonic()
+                while not self._stop.is_set():
+                    before = time.monotonic()
+                    head, tracked = positions.read()
+                    after = time.monotonic()
+                    self.samples.append((before, after, head, tracked))
+                    next_at = max(next_at + self.interval, after)  # late: no burst to catch up
+                    self._stop.wait(next_at - time.monotonic())
+            finally:
+                positions.close()
+        except BaseException as error:  # reported by stop()
+            self.failure = error
+
+    def wait_caught_up(
+        self, since: float, worker: ProjectionWorkerProcess, timeout: float
+    ) -> float:
+        """Seconds after ``since`` until the position reached the head read at ``since``."""
+        target = max((s[2] for s in self.samples if s[0] <= since), default=0)
+        while time.monotonic() - since < timeout:
+            if self.failure is not None:
+                raise BenchError(f"the lag sampler failed: {self.failure!r}")
+            if not worker.running():
+                raise BenchError(f"the projection worker stopped:\n{worker.log_tail()}")
+            for _before, after, _head, tracked in list(self.samples):
+                if tracked >= target:
+                    return max(after - since, 0.0)
+            time.sleep(self.interval)
+        raise BenchError(f"the projection worker was still behind {timeout:g} s after the load")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self.failure is not None:
+            raise BenchError(f"the lag sampler failed: {self.failure!r}")
+
+
+def lag_figures(
+    samples: list[tuple[float, float, int, int]], start: float, end: float
+) -> dict[str, Any]:
+    """Each sample's lag: from when its head was read until a position at least as far was."""
+    tracked = [s[3] for s in samples]  # never decreases: the position only moves forward
+    lags: list[float] = []
+    unresolved = 0
+    for index, (before, _after, head, _tracked) in enumerate(samples):
+        if not start <= before < end:
+            continue
+        reached = bisect.bisect_left(tracked, head, lo=index)
+        if reached < len(samples):
+            lags.append(samples[reached][1] - before)
+        else:  # never reached while sampled: counted at least as long as it was watched
+            unresolved += 1
+            lags.append(samples[-1][1] - before)
+    inside = [s for s in samples if start <= s[0] < end]
+    seconds = inside[-1][0] - inside[0][0] if len(inside) > 1 else math.nan
+    return {
+        "worker_lag_samples": len(lags),
+        "worker_lag_unresolved": unresolved,
+        "worker_lag_p50_s": round(percentile(lags, 50), 3),
+        "worker_lag_p90_s": round(percentile(lags, 90), 3),
+        "worker_lag_p99_s": round(percentile(lags, 99), 3),
+        "worker_lag_max_s": round(max(lags, default=math.nan), 3),
+        "worker_lag_mean_s": round(statistics.fmean(lags), 3) if lags else math.nan,
+        "writers_events_per_s": (
+            round((inside[-1][2] - inside[0][2]) / seconds, 1) if seconds > 0 else math.nan
+        ),
+        "worker_events_per_s": (
+            round((inside[-1][3] - inside[0][3]) / seconds, 1) if seconds > 0 else math.nan
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------- the clients
@@ -717,6 +963,7 @@ def _client_process(kind: str, spec: dict[str, Any], barrier: Any, results: Any)
     try:
         result = CLIENTS[kind](spec, ready)
         result["cpu"] = time.process_time() - started_cpu  # after start-up, imports, connecting
+        result["index"] = spec["index"]
         results.put(result)
     except KeyboardInterrupt:
         pass
@@ -726,8 +973,13 @@ def _client_process(kind: str, spec: dict[str, Any], barrier: Any, results: Any)
             barrier.abort()
 
 
-def run_clients(jobs: list[tuple[str, dict[str, Any]]], timeout: float) -> list[dict[str, Any]]:
-    """Run each (kind, spec) in its own process; all start together; results in job order."""
+def run_clients(
+    jobs: list[tuple[str, dict[str, Any]]],
+    timeout: float,
+    on_start: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run each (kind, spec) in its own process; all start together (``on_start`` is called
+    then); results in job order."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(len(jobs) + 1)
     results = context.Queue()
@@ -745,6 +997,8 @@ def run_clients(jobs: list[tuple[str, dict[str, Any]]], timeout: float) -> list[
         # A client that failed before starting breaks the barrier; its error is in the queue.
         with contextlib.suppress(Exception):
             barrier.wait(timeout=120)
+        if on_start is not None:
+            on_start()
         collected: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while len(collected) < len(jobs):
@@ -760,7 +1014,8 @@ def run_clients(jobs: list[tuple[str, dict[str, Any]]], timeout: float) -> list[
             if "error" in item:
                 raise BenchError(item["error"])
             collected.append(item)
-        return collected
+        # The queue has them in the order they finished.
+        return sorted(collected, key=lambda item: int(item["index"]))
     finally:
         for process in processes:
             process.join(timeout=5)
@@ -840,7 +1095,9 @@ def enrol(port: int, key: str, member_ids: list[str], clients: int) -> float:
     return time.monotonic() - started
 
 
-def load_phase(args: argparse.Namespace, server: Server, key: str, run_id: str) -> dict[str, Any]:
+def load_phase(
+    args: argparse.Namespace, server: Server, key: str, run_id: str, url: str
+) -> dict[str, Any]:
     members = [f"bench-{run_id}-m{i}" for i in range(args.members)]
     seconds = enrol(server.port, key, members, args.clients)
     log(f"enrolled {len(members)} members in {seconds:.1f} s")
@@ -851,10 +1108,51 @@ def load_phase(args: argparse.Namespace, server: Server, key: str, run_id: str) 
         for i in range(args.clients)
     ]
     jobs.append(("status", {**common, "seed": 10_000, "rate": args.status_rate}))
-    log(f"load: {args.clients} purchase clients + 1 status reader at {args.status_rate:g}/s, "
-        f"{args.warmup:g} s warm-up + {args.duration:g} s measured")  # fmt: skip
-    with CpuMeter(server) as cpu:
-        results = run_clients(jobs, timeout=args.warmup + args.duration + 300)
+    lag: dict[str, Any] = {}
+    extra: dict[str, list[int]] = {}
+    started: list[float] = []
+    with ExitStack() as stack:
+        if args.worker_lag:
+            events = events_table(url)
+            worker = ProjectionWorkerProcess(url, args.worker_poll)
+            worker.start()
+            stack.callback(worker.stop)
+            positions = LogPositions(url, events)
+            stack.callback(positions.close)
+            caught_up = positions.wait_caught_up(worker, timeout=300)
+            log(f"projection worker (pid {worker.pid}) caught up in {caught_up:.1f} s; "
+                f"sampling its lag every {args.lag_interval:g} s")  # fmt: skip
+            sampler = LagSampler(url, events, args.lag_interval).start()
+            stack.callback(sampler.stop)
+            extra["projection_worker"] = [worker.pid]
+        log(f"load: {args.clients} purchase clients + 1 status reader at {args.status_rate:g}/s, "
+            f"{args.warmup:g} s warm-up + {args.duration:g} s measured")  # fmt: skip
+        extra["bench"] = [os.getpid()]  # the lag sampler's thread
+        cpu = CpuMeter(server, extra)
+
+        def on_start() -> None:
+            started.append(time.monotonic())
+            cpu.start()
+
+        results = run_clients(jobs, timeout=args.warmup + args.duration + 300, on_start=on_start)
+        cpu.stop()
+        if args.worker_lag:
+            load_end = time.monotonic()
+            drained = sampler.wait_caught_up(load_end, worker, timeout=300)
+            sampler.stop()
+            code = worker.stop()
+            window_start = started[0] + args.warmup
+            lag = {
+                **lag_figures(sampler.samples, window_start, window_start + args.duration),
+                "worker_catch_up_before_load_s": round(caught_up, 2),
+                "worker_caught_up_after_load_s": round(drained, 3),
+                "worker_exit_code": code,
+                "worker_lag_interval_s": args.lag_interval,
+                "worker_poll_s": args.worker_poll,
+            }
+            if code != 0:
+                log(f"WARNING: the projection worker exited with {code}:\n{worker.log_tail()}")
+            worker.log_path.unlink(missing_ok=True)
     purchases, status = results[:-1], results[-1]
     require_no_errors(results, "load phase")
     window = (args.warmup, args.warmup + args.duration)
@@ -864,7 +1162,8 @@ def load_phase(args: argparse.Namespace, server: Server, key: str, run_id: str) 
     client_cores = sum(r["cpu"] for r in results) / (args.warmup + args.duration)
     busy_cores = cpu.result["machine_busy_fraction"] * (os.cpu_count() or 1)
     others = busy_cores - client_cores - cpu.result["api_workers_cores"]
-    others -= cpu.result["postgres_cores"]
+    others -= cpu.result["postgres_cores"] + cpu.result.get("projection_worker_cores", 0.0)
+    others -= cpu.result["bench_cores"]
     if others > 0.25:
         log(f"WARNING: other processes used {others:.2f} cores during the load: figures are low")
     return {
@@ -880,6 +1179,7 @@ def load_phase(args: argparse.Namespace, server: Server, key: str, run_id: str) 
         "status_read_p99_ms": ms(percentile(reads, 99)),
         "status_read_max_ms": ms(max(reads, default=math.nan)),
         "reconnects": sum(r.get("reconnects", 0) for r in purchases),
+        **lag,
         "cpu": {
             **cpu.result,
             "load_clients_cores": round(client_cores, 2),
@@ -888,15 +1188,30 @@ def load_phase(args: argparse.Namespace, server: Server, key: str, run_id: str) 
     }
 
 
+def events_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Tables shaped like the event store's (a notification id and a state), by name."""
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND column_name IN ('notification_id', 'state') AND table_name <> %s "
+        "GROUP BY table_name HAVING count(*) = 2 ORDER BY table_name",
+        (RAW_TABLE,),
+    ).fetchall()
+    return [str(table) for (table,) in rows]
+
+
+def events_table(url: str) -> str:
+    """The ledger's events table (the view's tracking table has a notification id but no state)."""
+    with psycopg.connect(url) as conn:
+        tables = events_tables(conn)
+    if len(tables) != 1:
+        raise BenchError(f"expected one events table in the bench database, found {tables}")
+    return tables[0]
+
+
 def stored_event_size(url: str) -> tuple[int, str]:
     """Average size of a stored event's state in the ledger's events table (and the table)."""
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT table_name FROM information_schema.columns WHERE column_name = "
-            "'notification_id' AND table_schema = 'public' AND table_name <> %s",
-            (RAW_TABLE,),
-        ).fetchall()
-        for (table,) in rows:
+        for table in events_tables(conn):
             row = conn.execute(
                 sql.SQL("SELECT avg(octet_length(state))::int FROM {}").format(
                     sql.Identifier(table)
@@ -1032,8 +1347,9 @@ def memory_phase(args: argparse.Namespace, server: Server, key: str, run_id: str
         )
         for i in range(args.memory_clients)
     ]
-    with CpuMeter(server) as cpu:
-        results = run_clients(jobs, timeout=3600 + args.memory_purchases / 20)
+    cpu = CpuMeter(server)
+    results = run_clients(jobs, timeout=3600 + args.memory_purchases / 20, on_start=cpu.start)
+    cpu.stop()
     require_no_errors(results, "memory phase")
     purchase_seconds = time.monotonic() - purchases_started
     memory = server.memory()
@@ -1047,17 +1363,175 @@ def memory_phase(args: argparse.Namespace, server: Server, key: str, run_id: str
     }
 
 
+def count_events(url: str, table: str) -> tuple[int, int]:
+    """(events, largest notification id) of the events table."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*), coalesce(max(notification_id), 0) FROM {}").format(
+                sql.Identifier(table)
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def top_up_phase(
+    args: argparse.Namespace, server: Server, key: str, run_id: str, url: str
+) -> dict[str, Any]:
+    """Purchases for the load phase's members until the log has ``--replay-min-events``."""
+    table = events_table(url)
+    have, _ = count_events(url, table)
+    had = have
+    started = time.monotonic()
+    posted = 0
+    rounds = 0
+    while have < args.replay_min_events:
+        rounds += 1
+        if rounds > 5:
+            raise BenchError(f"{have} events after {posted} more purchases: the log does not grow")
+        # A purchase records one event or more (about two): half the shortfall first, then
+        # as many as the rate seen so far says.
+        shortfall = args.replay_min_events - have
+        per_purchase = (have - had) / posted if posted else 2.0
+        missing = max(math.ceil(shortfall / max(per_purchase, 1.0)), 1)
+        log(f"bulk: {have:,} events recorded; posting {missing:,} purchases with "
+            f"{args.bulk_clients} clients")  # fmt: skip
+        jobs = [
+            (
+                "bulk",
+                {
+                    "port": server.port,
+                    "key": key,
+                    "seed": 1000 * rounds + i,
+                    "first": i,
+                    "step": args.bulk_clients,
+                    "total": missing,
+                    "members": args.members,
+                    "member_prefix": f"bench-{run_id}-m",
+                    "order_prefix": f"{run_id}-B{rounds}",
+                },
+            )
+            for i in range(args.bulk_clients)
+        ]
+        results = run_clients(jobs, timeout=3600 + missing / 20)
+        require_no_errors(results, "bulk phase")
+        posted += missing
+        have, _ = count_events(url, table)
+    seconds = time.monotonic() - started
+    return {
+        "bulk_purchases": posted,
+        "bulk_events": have - had,
+        "bulk_seconds": round(seconds, 1),
+        "bulk_purchases_per_s": round(posted / seconds, 1) if posted else None,
+    }
+
+
+def raw_scan(url: str, table: str, page: int) -> dict[str, Any]:
+    """Every row of the events table, every column, in notification order, through psycopg
+    with a server-side cursor: what a reader pays before it does anything with the rows."""
+    statement = sql.SQL(
+        "SELECT originator_id, originator_version, topic, state, notification_id FROM {} "
+        "ORDER BY notification_id"
+    ).format(sql.Identifier(table))
+    rows = 0
+    state_bytes = 0
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        with conn.cursor(name="bench_raw_scan") as cursor:
+            cursor.execute(statement)
+            while batch := cursor.fetchmany(page):
+                rows += len(batch)
+                state_bytes += sum(len(row[3]) for row in batch)
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds, 1),
+        "state_mb": round(state_bytes / 2**20, 1),
+    }
+
+
+def replay_phase(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """``daifuku replay`` of the whole log, between two raw scans of the events table."""
+    table = events_table(url)
+    events, head = count_events(url, table)
+    log(f"replay: raw scan of {events:,} events in {table} (pages of {args.raw_scan_page})")
+    before = raw_scan(url, table, args.raw_scan_page)
+    log(f"  {before['rows_per_s']:,.0f} rows/s; `daifuku replay`")
+    env = {**os.environ, "DAIFUKU_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    machine0 = machine_ticks()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [str(BIN / "daifuku"), "replay"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=3600 + events / 100,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BenchError(f"`daifuku replay` did not finish: {error}") from error
+    seconds = time.perf_counter() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Its PostgreSQL backend has exited with it, so the machine's busy time stands for both.
+    ticks = [b - a for a, b in zip(machine0, machine_ticks(), strict=False)]
+    busy_cores = (1 - (ticks[3] + ticks[4]) / max(sum(ticks), 1)) * (os.cpu_count() or 1)
+    replay_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise BenchError(f"`daifuku replay` exited with {done.returncode}:\n{output[-3000:]}")
+    found = re.search(r"Replayed (\d+) events .*\(([\d,.]+)/s\)", done.stdout)
+    replayed = int(found.group(1)) if found else None
+    reported = float(found.group(2).replace(",", "")) if found else None
+    if replayed != events:
+        log(f"WARNING: the table holds {events} events, `daifuku replay` reports {replayed}")
+    positions = LogPositions(url, table)
+    try:
+        _, position = positions.read()
+    finally:
+        positions.close()
+    if position != head:
+        log(f"WARNING: after the replay the view is at {position}, the log's head is {head}")
+    log(f"  replayed {replayed} events in {seconds:.1f} s; raw scan again")
+    after = raw_scan(url, table, args.raw_scan_page)
+    raw_rate = max(before["rows_per_s"], after["rows_per_s"])
+    rate = events / seconds
+    return {
+        "replay_events": events,
+        "replay_seconds": round(seconds, 2),
+        "replay_events_per_s": round(rate, 1),
+        "replay_reported_events_per_s": reported,
+        "replay_process_cores": round(replay_cpu / seconds, 2),
+        "replay_machine_busy_cores": round(busy_cores, 2),
+        "replay_view_position": position,
+        "replay_log_head": head,
+        "raw_scan_rows_per_s": raw_rate,
+        "raw_scan_rows_per_s_before": before["rows_per_s"],
+        "raw_scan_rows_per_s_after": after["rows_per_s"],
+        "raw_scan_seconds": min(before["seconds"], after["seconds"]),
+        "raw_scan_state_mb": before["state_mb"],
+        "replay_ratio": round(rate / raw_rate, 4),
+        "replay_output_tail": output.splitlines()[-3:],
+    }
+
+
 # ------------------------------------------------------------------------------ reporting
 
 
-def verdicts(figures: dict[str, Any], memory_measured: bool) -> dict[str, dict[str, Any]]:
+def verdicts(figures: dict[str, Any], skipped: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Pass or fail per target; ``skipped`` names the targets whose phase was skipped."""
     out = {}
     for name, (op, target) in TARGETS.items():
         value = figures.get(name)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if name in skipped:
+            verdict = skipped[name]
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
             verdict = "not measured"
-        elif name == "peak_rss_mb" and not memory_measured:
-            verdict = SKIPPED_MEMORY
         else:
             passed = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
             verdict = "pass" if passed else "FAIL"
@@ -1078,6 +1552,12 @@ def print_table(figures: dict[str, Any], checks: dict[str, dict[str, Any]]) -> N
         ("long-history ratio", "long_history_ratio"),
         ("peak RSS MiB (gunicorn workers)", "peak_rss_mb"),
         ("memory phase seconds", "memory_phase_seconds"),
+        ("worker lag p50 s (under load)", "worker_lag_p50_s"),
+        ("worker lag p99 s (under load)", "worker_lag_p99_s"),
+        ("events replayed", "replay_events"),
+        ("replay events/s", "replay_events_per_s"),
+        ("raw scan rows/s", "raw_scan_rows_per_s"),
+        ("ratio replay/raw scan", "replay_ratio"),
     ]
     print()
     print(f"{'metric':<34} {'value':>12}  {'target':<10} verdict")
@@ -1138,13 +1618,20 @@ def run_phases(
     phases: dict[str, Any],
 ) -> None:
     rss = phases.setdefault("workers_rss_after", {})
-    phases["load"] = load_phase(args, server, key, run_id)
+    phases["load"] = load_phase(args, server, key, run_id, url)
     rss["load"] = server.memory()["per_worker"]
     figures.update({k: v for k, v in phases["load"].items() if not isinstance(v, dict)})
     log(
         f"  {figures['purchases_per_s']} purchases/s, p50 {figures['purchase_p50_ms']} ms, "
         f"p99 {figures['purchase_p99_ms']} ms; status p99 {figures['status_read_p99_ms']} ms"
     )
+    if args.worker_lag:
+        log(
+            f"  projection worker lag p50 {figures['worker_lag_p50_s']} s, p99 "
+            f"{figures['worker_lag_p99_s']} s, max {figures['worker_lag_max_s']} s "
+            f"({figures['worker_events_per_s']} events/s projected, "
+            f"{figures['writers_events_per_s']} recorded)"
+        )
 
     phases["raw"] = raw_phase(args, url)
     figures.update(phases["raw"])
@@ -1166,6 +1653,16 @@ def run_phases(
         phases["memory"] = server.memory()
     figures["peak_rss_mb"] = phases["memory"]["workers_peak_mb"]
     log(f"  peak RSS of the workers {figures['peak_rss_mb']} MiB")
+
+    if args.replay_phase:
+        phases["bulk"] = top_up_phase(args, server, key, run_id, url)
+        figures.update(phases["bulk"])
+        phases["replay"] = replay_phase(args, url)
+        figures.update({k: v for k, v in phases["replay"].items() if not isinstance(v, list)})
+        log(
+            f"  replay {figures['replay_events_per_s']:,.0f} events/s, raw scan "
+            f"{figures['raw_scan_rows_per_s']:,.0f} rows/s: ratio {figures['replay_ratio']}"
+        )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -1190,6 +1687,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory_members": args.memory_members,
         "memory_purchases": args.memory_purchases,
         "memory_clients": args.memory_clients,
+        "worker_lag": args.worker_lag,
+        "lag_interval_s": args.lag_interval,
+        "worker_poll_s": args.worker_poll,
+        "replay_phase": args.replay_phase,
+        "replay_min_events": args.replay_min_events,
+        "bulk_clients": args.bulk_clients,
+        "raw_scan_page": args.raw_scan_page,
         "cpus": os.cpu_count(),
         "revision": git_revision(),
         "source_sha256": source_digest(),
@@ -1227,7 +1731,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise BenchError(f"{error}\n(the server's log: {server.log_path})") from error
     server.log_path.unlink(missing_ok=True)  # kept only when the run failed
     finished_at = datetime.now(UTC)
-    checks = verdicts(figures, args.memory_phase)
+    skipped: dict[str, str] = {}
+    if not args.memory_phase:
+        skipped["peak_rss_mb"] = SKIPPED_MEMORY
+    if not args.replay_phase:
+        skipped["replay_events_per_s"] = skipped["replay_ratio"] = SKIPPED_REPLAY
+    if not args.worker_lag:
+        skipped["worker_lag_p99_s"] = SKIPPED_LAG
+    checks = verdicts(figures, skipped)
     return {
         "purchases_per_s": figures.get("purchases_per_s"),
         "purchase_p50_ms": figures.get("purchase_p50_ms"),
@@ -1237,8 +1748,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "status_read_p99_ms": figures.get("status_read_p99_ms"),
         "long_history_ratio": figures.get("long_history_ratio"),
         "peak_rss_mb": figures.get("peak_rss_mb"),
+        "replay_events_per_s": figures.get("replay_events_per_s"),
+        "replay_ratio": figures.get("replay_ratio"),
+        "worker_lag_p99_s": figures.get("worker_lag_p99_s"),
         "targets": checks,
-        "passed": all(c["verdict"] in ("pass", SKIPPED_MEMORY) for c in checks.values()),
+        "passed": all(c["verdict"] == "pass" or c["verdict"] in skipped.values()
+                      for c in checks.values()),
         "figures": figures,
         "phases": phases,
         "config": config,
