@@ -26,8 +26,11 @@ from adapters.export import canonical, sha256, verify_lines
 from adapters.projections import PAGE, MemberStatusProjection, ProjectionWorker, replay
 from adapters.settings import Database
 from adapters.verification import MISSING_LIVE
-from adapters.views import MemberStatusView, open_member_status_view
+from adapters.views import MemberStatusView, open_member_status_view, plain
+from api.app import create_app
 from api.cli import main
+from api.context import EXTENSION, Backend
+from api.reads import READ_FROM_HEADER
 from tests.bdd.conftest import World, publish_program, purchase_body, step
 
 scenarios("audit.feature")
@@ -47,7 +50,7 @@ class Audit:
     world: World
     tmp_path: Path
     views: list[MemberStatusView] = field(default_factory=list)
-    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reads: dict[str, tuple[str, Any]] = field(default_factory=dict)  # path: (source, body)
     analytics: dict[str, Any] = field(default_factory=dict)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     export: list[str] = field(default_factory=list)
@@ -112,18 +115,46 @@ def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def member_ids(world: World) -> list[str]:
-    """Every member the ledger knows, from the auditor's event log."""
-    found: set[str] = set()
+def logged(world: World) -> tuple[list[str], list[str]]:
+    """Every member and every order the ledger knows, from the auditor's event log."""
+    members: set[str] = set()
+    orders: set[str] = set()
     after = 0
     while True:
         response = world.call("GET", f"/v1/events?after={after}&limit=1000", "auditor")
         page = response.get_json()
         assert response.status_code == 200, page
-        found.update(item["member_id"] for item in page["items"] if item["member_id"])
+        for item in page["items"]:
+            if item["member_id"]:
+                members.add(item["member_id"])
+            if item["type"] == "PurchaseRecorded":
+                orders.add(item["data"]["order_id"])
         if page["next"] is None:
-            return sorted(found)
+            return sorted(members), sorted(orders)
         after = page["next"]
+
+
+def member_ids(world: World) -> list[str]:
+    return logged(world)[0]
+
+
+def storefront_reads(audit: Audit) -> dict[str, tuple[str, Any]]:
+    """What a storefront reads of every member and every purchase, and who answered it."""
+    members, orders = logged(audit.world)
+    paths = [
+        *(f"/v1/members/{member_id}" for member_id in members),
+        *(f"/v1/members/{member_id}/referrals" for member_id in members),
+        *(f"/v1/purchases/{order_id}" for order_id in orders),
+    ]
+    found: dict[str, tuple[str, Any]] = {}
+    for path in paths:
+        response = audit.world.call("GET", path, "storefront")
+        assert response.status_code == 200, response.get_json()
+        found[path] = (response.headers[READ_FROM_HEADER], response.get_json())
+    for member_id in members:  # whoever answers, the status is the one the ledger folds now
+        folded = plain(audit.world.ledger.member_status(member_id))
+        assert found[f"/v1/members/{member_id}"][1] == folded, member_id
+    return found
 
 
 def analytics(world: World) -> dict[str, Any]:
@@ -302,18 +333,33 @@ def view_equals_replay(audit: Audit) -> None:
 # Rebuilding the read models.
 
 
+@given("the API answers reads from the read models")
+def api_reads_from_views(audit: Audit) -> None:
+    """The app as ``daifuku serve`` builds it by default: reads from the views, the ledger
+    answering whenever a view cannot."""
+    backend: Backend = audit.world.client.application.extensions[EXTENSION]
+    app = create_app(
+        backend.ledger,
+        backend.keys,
+        token_secret=backend.token_secret,
+        clock=backend.clock,
+        views=audit.open_view(),
+    )
+    audit.world.client = app.test_client()
+
+
 @given("every member's status and the analytics have been noted")
 def note_statuses(audit: Audit) -> None:
-    members = member_ids(audit.world)
-    assert members == ["ann", "bob", "cat"], members
-    audit.statuses = {member_id: audit.world.status(member_id) for member_id in members}
-    for member_id, status in audit.statuses.items():
-        assert status == audit.world.ledger.member_status(member_id), member_id
+    members, orders = logged(audit.world)
+    assert (members, orders) == (["ann", "bob", "cat"], ["A-1", "B-1", "B-2", "C-1", "C-2"])
+    audit.reads = storefront_reads(audit)
+    served = {path for path, (source, _) in audit.reads.items() if source == "view"}
+    assert served == set(audit.reads), f"the ledger answered {set(audit.reads) - served}"
     audit.analytics = analytics(audit.world)
     view = audit.open_view()
     audit.rows = rows_of(view)
     assert [row.member_id for row in view.all()] == members
-    assert [row.order_id for row in view.all_purchases()] == ["A-1", "B-1", "B-2", "C-1", "C-2"]
+    assert [row.order_id for row in view.all_purchases()] == orders
 
 
 @when("the read models are deleted")
@@ -328,15 +374,20 @@ def view_is_empty(audit: Audit) -> None:
     assert view.max_tracking_id(audit.world.ledger.name) in (None, 0)
 
 
+@then("meanwhile the ledger answers every read as the read models did")
+def ledger_answers_meanwhile(audit: Audit) -> None:
+    found = storefront_reads(audit)
+    assert found == {path: ("ledger", body) for path, (_, body) in audit.reads.items()}
+
+
 @when("the history is replayed")
 def history_replayed(audit: Audit) -> None:
     assert replay(audit.world.ledger, audit.open_view()) == audit.head()
 
 
-@then("every member's status is the one noted")
+@then("every member's status, referrals and purchases read as noted, from the read models")
 def statuses_unchanged(audit: Audit) -> None:
-    for member_id, status in audit.statuses.items():
-        assert audit.world.status(member_id) == status, member_id
+    assert storefront_reads(audit) == audit.reads
 
 
 @then("the analytics are the ones noted")
