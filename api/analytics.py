@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
+from api import reads
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
@@ -47,9 +48,26 @@ class ReferralFunnel(Schema):
     reward_rate = fields.Float()
 
 
+class MembersFigures(Schema):
+    total = fields.Integer()
+    by_tier = fields.Dict(keys=fields.String(), values=fields.Integer())
+    by_stage = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class PointsOutstanding(Schema):
+    available = fields.Integer(metadata={"description": "points members can redeem now"})
+    pending = fields.Integer(metadata={"description": "points inside their return window"})
+
+
 class Summary(Schema):
     as_of = Instant()
     currency = fields.String()
+    position = fields.Integer(
+        allow_none=True,
+        metadata={"description": "the read models' position it was read at; none: the ledger"},
+    )
+    members = fields.Nested(MembersFigures)
+    points_outstanding = fields.Nested(PointsOutstanding)
     guarantees = fields.Nested(GuaranteeFigures)
     referrals = fields.Nested(ReferralFunnel)
 
@@ -59,8 +77,11 @@ class Summary(Schema):
 @blp.arguments(SummaryQuery(), location="query")
 @blp.response(200, Summary)
 def summary(query: dict[str, Any]) -> dict[str, Any]:
-    """Guarantee liability per policy, claims and payouts, and the referral funnel"""
-    return ledger().analytics_summary(as_of=query.get("as_of"))
+    """Members by tier and stage, points outstanding, guarantee liability, referral funnel"""
+    as_of = query.get("as_of")
+    if as_of is not None:
+        return {**ledger().analytics_summary(as_of=as_of), "position": None}
+    return reads.analytics_summary()
 
 
 class MembersQuery(EventsQuery):

@@ -11,6 +11,8 @@ there in time, or hold no row, the ledger answers (it is always current). The he
 from __future__ import annotations
 
 import time
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from flask import g
@@ -18,6 +20,7 @@ from flask import g
 from adapters.views import MemberStatusView
 from api.context import backend
 from api.problems import invalid
+from domain import analytics
 
 READ_FROM_HEADER = "Daifuku-Read-From"
 FIRST_POLL_SECONDS = 0.002
@@ -60,6 +63,45 @@ def purchase(order_id: str, after: int | None) -> dict[str, Any]:
             return row.purchase
     _served("ledger")
     return found.ledger.purchase(order_id)
+
+
+def analytics_summary() -> dict[str, Any]:
+    """The summary as of now from the views (as of their position); rows that no longer hold
+    are read from the ledger."""
+    found = backend()
+    views = found.views
+    if views is None:
+        _served("ledger")
+        return {**found.ledger.analytics_summary(), "position": None}
+    now = found.clock.now()
+    terms = found.ledger.terms()
+    position, rows, purchases = views.rows_with_position(found.ledger.name)
+    statuses = [
+        row.status
+        if row.holds_at(now, terms.version)
+        else found.ledger.member_status(row.member_id)
+        for row in rows
+    ]
+    funnel = analytics.funnel_counts(referral for row in rows for referral in row.referrals)
+    promises = [promise(row.purchase) for row in purchases if row.purchase["guarantee"] is not None]
+    _served("view")
+    return {
+        **analytics.summary(now, terms.rules, statuses, promises, funnel),
+        "position": position,
+    }
+
+
+def promise(purchase: dict[str, Any]) -> analytics.Promise:
+    """A guaranteed purchase, from its view."""
+    claim = purchase["claim"]
+    return analytics.Promise(
+        policy=purchase["guarantee"]["policy"],
+        refund_percent=purchase["guarantee"]["refund_percent"],
+        expires_at=datetime.fromisoformat(purchase["guarantee"]["expires_at"]),
+        amount=Decimal(purchase["amount"]),
+        refunded=Decimal(purchase["refunded_amount"]),
+        payout=None if claim is None else Decimal(claim["payout"]),
+    )
 
 
 def _views_at(after: int | None) -> MemberStatusView | None:

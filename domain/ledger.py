@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import IntegrityError
 
-from domain import referrals, value
+from domain import analytics, referrals, value
 from domain.clock import Clock, SystemClock
 from domain.errors import (
     Conflict,
@@ -303,30 +303,30 @@ class Ledger(Application[UUID]):
             start = page[-1].id + 1
 
     def analytics_summary(self, as_of: datetime | None = None) -> dict[str, Any]:
-        """Guarantee liability and the referral funnel, folded from the events themselves."""
+        """Members by tier and stage, points outstanding, guarantee liability and the referral
+        funnel, folded from the events themselves (domain/analytics.py has the figures)."""
         moment = as_of or self.clock.now()
-        currency = self.terms().rules.currency
+        rules = (self.terms() if as_of is None else self.program_at(moment)).rules
         promises: dict[str, dict[str, Any]] = {}
-        funnel = {"registered": 0, "qualified": 0, "rewarded": 0, "voided": 0, "capped": 0}
-        steps = {
-            "ReferralRegistered": "registered",
-            "ReferralQualified": "qualified",
-            "ReferralRewarded": "rewarded",
-            "ReferralVoided": "voided",
-            "ReferralCapped": "capped",
-        }
+        members: list[str] = []
+        funnel = dict.fromkeys(analytics.FUNNEL, 0)
+        steps = {f"Referral{step.capitalize()}": step for step in analytics.FUNNEL}
         for event in self._events_of_types(
-            "PurchaseRecorded", "PurchaseRefunded", "GuaranteeClaimed", *steps
+            "Enrolled", "PurchaseRecorded", "PurchaseRefunded", "GuaranteeClaimed", *steps
         ):
             # Not break: writers in other processes may commit in another order than their times.
             if event.timestamp > moment:
                 continue
             name = type(event).__name__
-            if name in steps:
+            if name == "Enrolled":
+                members.append(event.member_id)
+            elif name in steps:
                 funnel[steps[name]] += 1
             elif name == "PurchaseRecorded" and event.guarantee is not None:
                 promises[event.order_id] = {
-                    **event.guarantee,
+                    "policy": event.guarantee["policy"],
+                    "refund_percent": event.guarantee["refund_percent"],
+                    "expires_at": event.guarantee["expires_at"],
                     "amount": event.amount,
                     "refunded": Decimal(0),
                     "payout": None,
@@ -337,59 +337,14 @@ class Ledger(Application[UUID]):
                     promise["refunded"] += event.amount
                 else:
                     promise["payout"] = event.payout
-        policies: dict[str, dict[str, Any]] = {}
-        for promise in promises.values():
-            policy = policies.setdefault(
-                promise["policy"],
-                {"guaranteed_purchases": 0, "open": 0, "max_payout": Decimal(0), "claims": 0,
-                 "payouts": Decimal(0)},
-            )  # fmt: skip
-            policy["guaranteed_purchases"] += 1
-            left = promise["amount"] - promise["refunded"]
-            if promise["payout"] is not None:
-                policy["claims"] += 1
-                policy["payouts"] += promise["payout"]
-            elif promise["expires_at"] > moment and left > 0:
-                policy["open"] += 1
-                policy["max_payout"] += half_even(
-                    left * Decimal(promise["refund_percent"]) / 100, currency
-                )
-
-        def rate(part: int, whole: int) -> float:
-            return round(part / whole, 4) if whole else 0.0
-
-        for policy in policies.values():
-            policy["claim_rate"] = rate(policy["claims"], policy["guaranteed_purchases"])
-            policy["max_payout"] = format_money(policy["max_payout"], currency)
-            policy["payouts"] = format_money(policy["payouts"], currency)
-        totals = {
-            key: sum(p[key] for p in policies.values())
-            for key in ("guaranteed_purchases", "open", "claims")
-        }
-        return {
-            "as_of": moment.isoformat(),
-            "currency": currency,
-            "guarantees": {
-                **totals,
-                "max_payout": format_money(
-                    sum((Decimal(p["max_payout"]) for p in policies.values()), Decimal(0)),
-                    currency,
-                ),
-                "payouts": format_money(
-                    sum((Decimal(p["payouts"]) for p in policies.values()), Decimal(0)),
-                    currency,
-                ),
-                "claim_rate": rate(totals["claims"], totals["guaranteed_purchases"]),
-                "by_policy": dict(sorted(policies.items())),
-            },
-            "referrals": {
-                **funnel,
-                "qualification_rate": rate(
-                    funnel["qualified"] + funnel["capped"], funnel["registered"]
-                ),
-                "reward_rate": rate(funnel["rewarded"], funnel["qualified"]),
-            },
-        }
+        statuses = (self.member_status(member_id, as_of) for member_id in members)
+        return analytics.summary(
+            moment,
+            rules,
+            statuses,
+            (analytics.Promise(**promise) for promise in promises.values()),
+            funnel,
+        )
 
     def customer_value(
         self,
@@ -775,8 +730,9 @@ class Ledger(Application[UUID]):
 
         ``partner_of`` names a second member the command may change in the same transaction
         (a referrer). ``last_position`` then tells the calling thread where in the log the
-        command's last event was recorded (for a repeat that records nothing, the log's head). Two writers of one member in different processes meet as a version
-        conflict in the event store; the loser reloads and runs its command again.
+        command's last event was recorded (for a repeat that records nothing, the log's head).
+        Two writers of one member in different processes meet as a version conflict in the
+        event store; the loser reloads and runs its command again.
         """
         uid = member_uuid(member_id)
         self._written.position = None

@@ -184,3 +184,50 @@ def test_purchases_and_referrals_read_from_the_views_as_from_the_ledger(
         assert (source, body) == ("view", expected), path
     assert from_ledger["/v1/purchases/C-1"][1]["refunded_amount"] == "30.00"
     assert [r["referee_id"] for r in from_ledger["/v1/members/ann/referrals?limit=5"][1]["items"]]
+
+
+def test_the_analytics_summary_from_the_views_is_the_ledgers(
+    reader: tuple[Server, MemberStatusView],
+) -> None:
+    server, views = reader
+    code = server.enrol("ann")["referral_code"]
+    for member_id in ("bob", "cat", "dan"):
+        body = {"member_id": member_id, "email": f"{member_id}@example.com"}
+        if member_id != "dan":
+            body["referral_code"] = code
+        assert server.call("POST", "/v1/members", "storefront", body).status_code == 201
+    for order_id, member_id, amount, guarantee in (
+        ("G-1", "bob", "650.00", "satisfaction"),
+        ("G-2", "cat", "80.00", "satisfaction"),
+        ("P-1", "ann", "2500.00", None),
+        ("P-2", "dan", "40.00", None),
+    ):
+        body = {"order_id": order_id, "member_id": member_id, "amount": amount, "currency": "USD"}
+        if guarantee:
+            body["guarantee"] = guarantee
+        assert server.call("POST", "/v1/purchases", "storefront", body).status_code == 201
+    claim = {"claim_id": "c-1"}
+    assert server.call("POST", "/v1/purchases/G-2/guarantee-claims", "storefront", claim)
+    refund = {"refund_id": "r-1", "amount": "50.00"}
+    assert server.call("POST", "/v1/purchases/G-1/refunds", "storefront", refund).status_code == 201
+    server.clock.advance(timedelta(days=40))
+    server.ledger.record_due()
+
+    def summary() -> tuple[str, dict[str, Any]]:
+        response = server.call("GET", "/v1/analytics/summary", "auditor")
+        assert response.status_code == 200, response.json
+        return response.headers[READ_FROM_HEADER], dict(response.json or {})
+
+    before = server.call("GET", "/v1/analytics/summary", "auditor").json
+    assert before["members"]["total"] == 0  # nothing projected yet: the views are empty
+    project(server, views)
+    source, from_views = summary()
+    expected = {**server.ledger.analytics_summary(), "position": from_views["position"]}
+    assert source == "view" and from_views == expected
+    assert from_views["position"] == server.ledger.recorder.max_notification_id()
+    assert from_views["members"]["total"] == 4
+    assert from_views["members"]["by_tier"]["gold"] == 1  # ann, 2,500.00
+    points = from_views["points_outstanding"]
+    assert points["available"] > 0 and points["pending"] == 0  # 40 days: every lot matured
+    assert from_views["referrals"]["registered"] == 2
+    assert from_views["guarantees"]["claims"] == 1
