@@ -57,23 +57,38 @@ class Audit:
     page_size: int = PAGE
     changed_line: int = 0  # 1-based
     before: dict[str, Any] = field(default_factory=dict)  # a row's status as dotted fields
+    _view: MemberStatusView | None = None
 
     def open_view(self) -> MemberStatusView:
-        """A connection of its own to the view, as a separate process would open it."""
+        """A connection of its own to the view, as a separate process would open it; closed at
+        the end of the scenario."""
         view = open_member_status_view(self.world.ledger.env)
         self.views.append(view)
         return view
 
-    def worker(self) -> ProjectionWorker:
-        """A worker started afresh: new view connections, new projection, nothing cached."""
-        projection = MemberStatusProjection(self.open_view(), self.world.ledger)
-        return ProjectionWorker(self.world.ledger, projection, self.page_size)
+    @property
+    def view(self) -> MemberStatusView:
+        """The operator's connection to the view: to look at it, empty it, replay into it."""
+        if self._view is None:
+            self._view = self.open_view()
+        return self._view
+
+    @contextmanager
+    def worker(self) -> Iterator[ProjectionWorker]:
+        """A worker process: new view connections, new projection, nothing cached; its
+        connections are closed when it ends, whether it finished or was killed."""
+        view = open_member_status_view(self.world.ledger.env)
+        try:
+            projection = MemberStatusProjection(view, self.world.ledger)
+            yield ProjectionWorker(self.world.ledger, projection, self.page_size)
+        finally:
+            view.close()
 
     def head(self) -> int:
         return self.world.ledger.recorder.max_notification_id() or 0
 
     def position(self) -> int:
-        return self.open_view().max_tracking_id(self.world.ledger.name) or 0
+        return self.view.max_tracking_id(self.world.ledger.name) or 0
 
 
 @pytest.fixture
@@ -215,7 +230,8 @@ def admin_published(world: World, tier: str, multiplier: str) -> None:
 @given("the projection worker has caught up with the ledger")
 def worker_caught_up(audit: Audit) -> None:
     head = audit.head()
-    assert audit.worker().catch_up() == head
+    with audit.worker() as worker:
+        assert worker.catch_up() == head
     assert audit.position() == head
 
 
@@ -227,7 +243,8 @@ def batches_of(audit: Audit, size: int) -> None:
 @given(step("the projection worker has projected the ledger up to event {position:d}"))
 def worker_projected_up_to(audit: Audit, position: int) -> None:
     assert audit.head() > 2 * position, "the history is too short for this scenario"
-    assert audit.worker().catch_up(until=position) == position
+    with audit.worker() as worker:
+        assert worker.catch_up(until=position) == position
     assert audit.position() == position
 
 
@@ -286,9 +303,12 @@ def worker_killed(audit: Audit, moment: str, position: int) -> None:
     size = audit.page_size
     started_at = audit.position()
     assert audit.head() >= position + 2 * size, "the history is too short for this scenario"
-    worker = audit.worker()
     after = moment == "just after"
-    with kill_switch(worker.projection.view, position, after), pytest.raises(Killed):
+    with (
+        audit.worker() as worker,
+        kill_switch(worker.projection.view, position, after),
+        pytest.raises(Killed),
+    ):
         worker.catch_up()
     reached = audit.position()
     assert reached >= started_at, "a killed worker took the view's position back"
@@ -303,15 +323,15 @@ def worker_killed(audit: Audit, moment: str, position: int) -> None:
 @when("a new projection worker starts and catches up")
 def new_worker_catches_up(audit: Audit) -> None:
     started_at = audit.position()
-    worker = audit.worker()
-    assert worker.position == started_at
-    assert worker.catch_up() == audit.head() - started_at
-    assert worker.position == audit.head()
+    with audit.worker() as worker:
+        assert worker.position == started_at
+        assert worker.catch_up() == audit.head() - started_at
+        assert worker.position == audit.head()
 
 
 @then("every event was applied exactly once")
 def applied_exactly_once(audit: Audit) -> None:
-    rows = list(audit.open_view().all())
+    rows = list(audit.view.all())
     assert rows
     for row in rows:
         assert row.applied == row.version, row
@@ -324,7 +344,7 @@ def view_equals_replay(audit: Audit) -> None:
     )
     audit.views.append(scratch)
     assert replay(audit.world.ledger, scratch) == audit.head()
-    assert rows_of(audit.open_view()) == rows_of(scratch)
+    assert rows_of(audit.view) == rows_of(scratch)
     assert audit.position() == audit.head()
     verification = verify(audit.world)
     assert (verification["mismatches"], verification["position"]) == ([], audit.head())
@@ -356,7 +376,7 @@ def note_statuses(audit: Audit) -> None:
     served = {path for path, (source, _) in audit.reads.items() if source == "view"}
     assert served == set(audit.reads), f"the ledger answered {set(audit.reads) - served}"
     audit.analytics = analytics(audit.world)
-    view = audit.open_view()
+    view = audit.view
     audit.rows = rows_of(view)
     assert [row.member_id for row in view.all()] == members
     assert [row.order_id for row in view.all_purchases()] == orders
@@ -364,12 +384,12 @@ def note_statuses(audit: Audit) -> None:
 
 @when("the read models are deleted")
 def read_models_deleted(audit: Audit) -> None:
-    audit.open_view().delete_all()
+    audit.view.delete_all()
 
 
 @then("the member-status view is empty and has read nothing of the ledger")
 def view_is_empty(audit: Audit) -> None:
-    view = audit.open_view()
+    view = audit.view
     assert list(view.all()) == [] and list(view.all_purchases()) == []
     assert view.max_tracking_id(audit.world.ledger.name) in (None, 0)
 
@@ -382,7 +402,7 @@ def ledger_answers_meanwhile(audit: Audit) -> None:
 
 @when("the history is replayed")
 def history_replayed(audit: Audit) -> None:
-    assert replay(audit.world.ledger, audit.open_view()) == audit.head()
+    assert replay(audit.world.ledger, audit.view) == audit.head()
 
 
 @then("every member's status, referrals and purchases read as noted, from the read models")
@@ -397,7 +417,7 @@ def analytics_unchanged(audit: Audit) -> None:
 
 @then("the member-status view holds the rows it held before, as of the last event")
 def rows_unchanged(audit: Audit) -> None:
-    assert rows_of(audit.open_view()) == audit.rows
+    assert rows_of(audit.view) == audit.rows
     assert audit.position() == audit.head()
 
 
@@ -568,7 +588,7 @@ def change_view_table(
     )
 )
 def corrupt_row(audit: Audit, database_url: str, name: str, member_id: str, value: str) -> None:
-    row = audit.open_view().row(member_id)
+    row = audit.view.row(member_id)
     assert row is not None, member_id
     audit.before = flatten(row.status)
     assert name in audit.before and audit.before[name] != json.loads(value), audit.before
@@ -584,7 +604,7 @@ def corrupt_row(audit: Audit, database_url: str, name: str, member_id: str, valu
     sqlite_params = ("$." + name, value, member_id)
     postgres_params = (name.split("."), value, member_id)
     assert change_view_table(database_url, statement, sqlite_params, postgres_params) == 1
-    changed = audit.open_view().row(member_id)
+    changed = audit.view.row(member_id)
     assert changed is not None and flatten(changed.status)[name] == json.loads(value)
 
 
@@ -592,7 +612,7 @@ def corrupt_row(audit: Audit, database_url: str, name: str, member_id: str, valu
 def delete_row(audit: Audit, database_url: str, member_id: str) -> None:
     statement = "DELETE FROM {table} WHERE member_id = %s"
     assert change_view_table(database_url, statement, (member_id,), (member_id,)) == 1
-    assert audit.open_view().row(member_id) is None
+    assert audit.view.row(member_id) is None
 
 
 @then(
