@@ -29,7 +29,7 @@ from domain.program import PROGRAM_ID, Program
 
 log = logging.getLogger(__name__)
 PAGE = 500
-REPLAY_PAGE = 2_000  # a rebuild writes fewer, larger transactions
+REPLAY_PAGE = 5_000  # a rebuild writes fewer, larger transactions (and each row once a page)
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
 
 # (events done, events to do, seconds since the start)
@@ -258,7 +258,9 @@ def member_row(member: Member, entry: Touched) -> MemberStatusRow:
                 {**referrals.referral_view(future.referrals[r], member.member_id), "seq": i}
                 for i, r in enumerate(future.referral_order, start=1)
             ]
-        ),
+        )
+        if future.referral_order
+        else [],
     )
 
 

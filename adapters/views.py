@@ -26,7 +26,6 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
-from psycopg.types.json import Jsonb
 
 VIEW_NAME = "member_status"
 PURCHASES = "purchase_view"
@@ -188,14 +187,14 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
     ) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._insert_tracking(c, tracking)
-            for row in members:
-                c.execute(
-                    f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
-                    "version = excluded.version, updated_at = excluded.updated_at, "
-                    f"applied = {VIEW_NAME}.applied + excluded.applied, "
-                    "program_version = excluded.program_version, "
-                    "valid_until = excluded.valid_until, referrals = excluded.referrals",
+            c.executemany(
+                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
+                "version = excluded.version, updated_at = excluded.updated_at, "
+                f"applied = {VIEW_NAME}.applied + excluded.applied, "
+                "program_version = excluded.program_version, "
+                "valid_until = excluded.valid_until, referrals = excluded.referrals",
+                [
                     (
                         row.member_id,
                         dumps(row.status),
@@ -205,15 +204,16 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                         row.program_version,
                         None if row.valid_until is None else row.valid_until.isoformat(),
                         dumps(row.referrals),
-                    ),
-                )
-            for purchase in purchases:
-                c.execute(
-                    f"INSERT INTO {PURCHASES} (order_id, member_id, purchase) VALUES (?, ?, ?) "
-                    "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
-                    "purchase = excluded.purchase",
-                    (purchase.order_id, purchase.member_id, dumps(purchase.purchase)),
-                )
+                    )
+                    for row in members
+                ],
+            )
+            c.executemany(
+                f"INSERT INTO {PURCHASES} (order_id, member_id, purchase) VALUES (?, ?, ?) "
+                "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
+                "purchase = excluded.purchase",
+                [(row.order_id, row.member_id, dumps(row.purchase)) for row in purchases],
+            )
 
     def row(self, member_id: str) -> MemberStatusRow | None:
         with self.datastore.transaction(commit=False) as c:
@@ -304,8 +304,13 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                 ).format(self.purchases),
             ]
         )
+        # One statement per table and batch: the rows travel as one JSON document (one fast
+        # json.dumps), taken apart by the server.
         self.upsert_statement = SQL(
-            "INSERT INTO {0} (" + MEMBER_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "INSERT INTO {0} (" + MEMBER_COLUMNS + ") "
+            "SELECT m, s, v, u, a, p, t, r FROM jsonb_to_recordset(%s::jsonb) AS "
+            "x(m text, s jsonb, v bigint, u timestamptz, a bigint, p bigint, t timestamptz, "
+            "r jsonb) "
             "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
             "version = excluded.version, updated_at = excluded.updated_at, "
             "applied = {0}.applied + excluded.applied, "
@@ -313,7 +318,8 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             "valid_until = excluded.valid_until, referrals = excluded.referrals"
         ).format(self.table)
         self.purchase_statement = SQL(
-            "INSERT INTO {0} (order_id, member_id, purchase) VALUES (%s, %s, %s) "
+            "INSERT INTO {0} (order_id, member_id, purchase) "
+            "SELECT o, m, p FROM jsonb_to_recordset(%s::jsonb) AS x(o text, m text, p jsonb) "
             "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
             "purchase = excluded.purchase"
         ).format(self.purchases)
@@ -341,30 +347,25 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         with self.datastore.transaction(commit=True) as curs:
             self._insert_tracking(curs, tracking)
             if members:
-                curs.executemany(
-                    self.upsert_statement,
-                    [
-                        (
-                            row.member_id,
-                            Jsonb(row.status, dumps),
-                            row.version,
-                            row.updated_at,
-                            row.applied,
-                            row.program_version,
-                            row.valid_until,
-                            Jsonb(row.referrals, dumps),
-                        )
-                        for row in members
-                    ],
-                )
+                rows = [
+                    {
+                        "m": row.member_id,
+                        "s": row.status,
+                        "v": row.version,
+                        "u": row.updated_at,
+                        "a": row.applied,
+                        "p": row.program_version,
+                        "t": row.valid_until,
+                        "r": row.referrals,
+                    }
+                    for row in members
+                ]
+                curs.execute(self.upsert_statement, (dumps(rows),))
             if purchases:
-                curs.executemany(
-                    self.purchase_statement,
-                    [
-                        (row.order_id, row.member_id, Jsonb(row.purchase, dumps))
-                        for row in purchases
-                    ],
-                )
+                orders = [
+                    {"o": row.order_id, "m": row.member_id, "p": row.purchase} for row in purchases
+                ]
+                curs.execute(self.purchase_statement, (dumps(orders),))
 
     def row(self, member_id: str) -> MemberStatusRow | None:
         with self.datastore.transaction(commit=False) as curs:
