@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Response
 
@@ -26,10 +27,16 @@ log = logging.getLogger(__name__)
     content_type=PROBLEM_MIMETYPE,
     description="The database does not answer",
 )
-def healthz() -> dict[str, str] | Response:
-    """Whether the process is up and the database answers"""
+def healthz() -> dict[str, Any] | Response:
+    """Whether the process is up and the database answers, and how far behind the views are"""
+    found = backend()
     try:
-        backend().keys.ping()
+        found.keys.ping()
+        health: dict[str, Any] = {"status": "ok", "database": "ok"}
+        if found.views is not None:
+            position = found.views.max_tracking_id(found.ledger.name) or 0
+            head = found.ledger.recorder.max_notification_id() or 0
+            health["read_models"] = {"position": position, "behind": max(head - position, 0)}
     except Exception as error:  # any failure to reach the database means "not ready"
         log.warning("health check: database unreachable: %s", error)
         return problem_response(
@@ -38,7 +45,7 @@ def healthz() -> dict[str, str] | Response:
             kind="database-unavailable",
             title="Database unavailable",
         )
-    return {"status": "ok", "database": "ok"}
+    return health
 
 
 @blp.route("/metrics")

@@ -489,9 +489,17 @@ class ProgramView(Schema):
     rules = fields.Nested(ProgramRulesSchema)
 
 
+class ReadModelsHealth(Schema):
+    position = fields.Integer(metadata={"description": "the last event the views have applied"})
+    behind = fields.Integer(metadata={"description": "events recorded but not yet applied"})
+
+
 class Health(Schema):
     status = fields.String(metadata={"example": "ok"})
     database = fields.String(metadata={"example": "ok"})
+    read_models = fields.Nested(
+        ReadModelsHealth, metadata={"description": "absent when reads come from the ledger"}
+    )
 
 
 class ProblemSchema(Schema):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,11 +106,36 @@ def test_serve_answers_and_stops_on_sigterm(sqlite_url: str) -> None:
                 break
         url = printed[-1].split()[2]
         assert url.startswith("http://127.0.0.1:"), printed
-        roles = [line.split()[0] for line in printed if line.split()[-1].startswith("dfk_")]
-        assert roles == ["storefront", "auditor", "admin"]
+        keys = {
+            line.split()[0]: line.split()[-1]
+            for line in printed
+            if line.split()[-1].startswith("dfk_")
+        }
+        assert list(keys) == ["storefront", "auditor", "admin"]
         assert any("SQLite file" in line for line in printed)
         with urllib.request.urlopen(f"{url}/healthz", timeout=10) as response:
             assert response.status == 200
+            assert "read_models" in json.load(response)
+
+        def call(path: str, body: Any = None) -> tuple[Any, Any]:
+            request = urllib.request.Request(
+                f"{url}{path}",
+                data=None if body is None else json.dumps(body).encode(),
+                headers={
+                    "Authorization": f"Bearer {keys['storefront']}",
+                    "Content-Type": "application/json",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.headers, json.load(response)
+
+        call("/v1/members", {"member_id": "ann", "email": "ann@example.com"})
+        order = {"order_id": "A-1", "member_id": "ann", "amount": "12.00", "currency": "USD"}
+        _, bought = call("/v1/purchases", order)
+        # The embedded worker brings the views to the purchase: they answer, and include it.
+        headers, status = call(f"/v1/members/ann?after={bought['position']}")
+        assert headers["Daifuku-Read-From"] == "view"
+        assert status["points"]["pending"] == 12
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:
