@@ -1,8 +1,8 @@
 Feature: Audit: the ledger is the truth; every read model is rebuilt and checked from it
-  Every fact is an event appended to the ledger, and nothing is updated or deleted in place. A
-  read model (each member's status in the member_status view) is only what the history says:
-  it can be thrown away and rebuilt by replaying the history, and members and auditors then see
-  exactly what they saw before. An auditor exports the ledger as JSON Lines in which every line
+  Every fact is an event appended to the ledger, and nothing is updated or deleted in place. The
+  read models (each member's status and referrals, each purchase) are only what the history
+  says: they can be thrown away and rebuilt by replaying the history, the ledger answering in
+  the meantime, and members and auditors then see exactly what they saw before. An auditor exports the ledger as JSON Lines in which every line
   carries the SHA-256 of the line before it, so anyone can check an export offline: a line that
   was changed breaks the chain at that line. The verification replays the history into a fresh
   view up to the live view's position and reports every difference, naming the member and the
