@@ -261,6 +261,7 @@ def member_row(member: Member, entry: Touched) -> MemberStatusRow:
         )
         if future.referral_order
         else [],
+        value=member.value_facts().to_dict(),
     )
 
 

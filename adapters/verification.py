@@ -125,6 +125,7 @@ def _fields(row: MemberStatusRow) -> dict[str, Any]:
         else row.valid_until.astimezone(UTC).isoformat(),
         **_flatten(row.status),
         "referrals": row.referrals,
+        **_flatten(row.value, "value."),
     }
 
 

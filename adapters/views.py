@@ -32,7 +32,7 @@ PURCHASES = "purchase_view"
 TRACKING_TABLE = f"{VIEW_NAME}_tracking"  # what the library's PostgreSQL factory names it
 MIGRATION = "__migration__"  # the library's marker row in a single-row tracking table
 # A column the current shape has and every earlier one lacked: without it the views are rebuilt.
-SHAPE_MARKER = "valid_until"
+SHAPE_MARKER = "value"
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class MemberStatusRow:
     program_version: int = 1
     valid_until: datetime | None = None
     referrals: list[dict[str, Any]] = field(default_factory=list)
+    value: dict[str, Any] = field(default_factory=dict)  # the member's customer-value facts
 
     def holds_at(self, moment: datetime, program_version: int) -> bool:
         """Whether the stored status is the member's status at ``moment`` under that program
@@ -137,7 +138,8 @@ class MemberStatusView(TrackingRecorder, ABC):
 
 
 MEMBER_COLUMNS = (
-    "member_id, status, version, updated_at, applied, program_version, valid_until, referrals"
+    "member_id, status, version, updated_at, applied, program_version, valid_until, referrals, "
+    "value"
 )
 
 
@@ -174,7 +176,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             f"CREATE TABLE IF NOT EXISTS {VIEW_NAME} (member_id TEXT PRIMARY KEY, "
             "status TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL, "
             "applied INTEGER NOT NULL, program_version INTEGER NOT NULL, valid_until TEXT, "
-            "referrals TEXT NOT NULL)",
+            "referrals TEXT NOT NULL, value TEXT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {PURCHASES} (order_id TEXT PRIMARY KEY, "
             "member_id TEXT NOT NULL, purchase TEXT NOT NULL)",
         ]
@@ -188,12 +190,13 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
         with self.datastore.transaction(commit=True) as c:
             self._insert_tracking(c, tracking)
             c.executemany(
-                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
                 "version = excluded.version, updated_at = excluded.updated_at, "
                 f"applied = {VIEW_NAME}.applied + excluded.applied, "
                 "program_version = excluded.program_version, "
-                "valid_until = excluded.valid_until, referrals = excluded.referrals",
+                "valid_until = excluded.valid_until, referrals = excluded.referrals, "
+                "value = excluded.value",
                 [
                     (
                         row.member_id,
@@ -204,6 +207,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                         row.program_version,
                         None if row.valid_until is None else row.valid_until.isoformat(),
                         dumps(row.referrals),
+                        dumps(row.value),
                     )
                     for row in members
                 ],
@@ -268,6 +272,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             program_version=found["program_version"],
             valid_until=None if valid_until is None else datetime.fromisoformat(valid_until),
             referrals=json.loads(found["referrals"]),
+            value=json.loads(found["value"]),
         )
 
     @staticmethod
@@ -296,7 +301,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                     "status jsonb NOT NULL, version bigint NOT NULL, "
                     "updated_at timestamptz NOT NULL, applied bigint NOT NULL, "
                     "program_version bigint NOT NULL, valid_until timestamptz, "
-                    "referrals jsonb NOT NULL)"
+                    "referrals jsonb NOT NULL, value jsonb NOT NULL)"
                 ).format(self.table),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (order_id text PRIMARY KEY, "
@@ -308,14 +313,15 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         # json.dumps), taken apart by the server.
         self.upsert_statement = SQL(
             "INSERT INTO {0} (" + MEMBER_COLUMNS + ") "
-            "SELECT m, s, v, u, a, p, t, r FROM jsonb_to_recordset(%s::jsonb) AS "
+            "SELECT m, s, v, u, a, p, t, r, f FROM jsonb_to_recordset(%s::jsonb) AS "
             "x(m text, s jsonb, v bigint, u timestamptz, a bigint, p bigint, t timestamptz, "
-            "r jsonb) "
+            "r jsonb, f jsonb) "
             "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
             "version = excluded.version, updated_at = excluded.updated_at, "
             "applied = {0}.applied + excluded.applied, "
             "program_version = excluded.program_version, "
-            "valid_until = excluded.valid_until, referrals = excluded.referrals"
+            "valid_until = excluded.valid_until, referrals = excluded.referrals, "
+            "value = excluded.value"
         ).format(self.table)
         self.purchase_statement = SQL(
             "INSERT INTO {0} (order_id, member_id, purchase) "
@@ -357,6 +363,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                         "p": row.program_version,
                         "t": row.valid_until,
                         "r": row.referrals,
+                        "f": row.value,
                     }
                     for row in members
                 ]
@@ -441,6 +448,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             program_version=found["program_version"],
             valid_until=found["valid_until"],
             referrals=found["referrals"],
+            value=found["value"],
         )
 
     @staticmethod

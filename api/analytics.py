@@ -136,9 +136,13 @@ def members(query: dict[str, Any]) -> dict[str, Any]:
     """Per member: value class, RFM scores, net contribution and stage; the Pareto share"""
     limit: int = query["limit"]
     after = _read_cursor(query.get("cursor"))
-    found = ledger().customer_value(
-        as_of=query.get("as_of"), value_class=query.get("class_"), after=after, limit=limit + 1
-    )
+    as_of = query.get("as_of")
+    if as_of is None:
+        found = reads.customer_value(query.get("class_"), after, limit + 1)
+    else:
+        found = ledger().customer_value(
+            as_of=as_of, value_class=query.get("class_"), after=after, limit=limit + 1
+        )
     page = found.pop("members")
     more = len(page) > limit
     return {**found, "items": page[:limit], "next": _cursor(after + limit) if more else None}

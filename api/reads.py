@@ -20,7 +20,7 @@ from flask import g
 from adapters.views import MemberStatusView
 from api.context import backend
 from api.problems import invalid
-from domain import analytics
+from domain import analytics, value
 
 READ_FROM_HEADER = "Daifuku-Read-From"
 FIRST_POLL_SECONDS = 0.002
@@ -76,6 +76,9 @@ def analytics_summary() -> dict[str, Any]:
     now = found.clock.now()
     terms = found.ledger.terms()
     position, rows, purchases = views.rows_with_position(found.ledger.name)
+    if position is None:  # never built, or being rebuilt: the ledger answers
+        _served("ledger")
+        return {**found.ledger.analytics_summary(), "position": None}
     statuses = [
         row.status
         if row.holds_at(now, terms.version)
@@ -89,6 +92,29 @@ def analytics_summary() -> dict[str, Any]:
         **analytics.summary(now, terms.rules, statuses, promises, funnel),
         "position": position,
     }
+
+
+def customer_value(value_class: str | None, start: int, limit: int) -> dict[str, Any]:
+    """The customer-value page as of now, from the views' facts (as of their position)."""
+    found = backend()
+    views = found.views
+    position = None if views is None else views.max_tracking_id(found.ledger.name)
+    if views is None or position is None:  # no views, or none built yet
+        _served("ledger")
+        return found.ledger.customer_value(value_class=value_class, after=start, limit=limit)
+    now = found.clock.now()
+    terms = found.ledger.terms()
+    rows = {row.member_id: row for row in views.all()}
+
+    def stage_of(member_id: str) -> str:
+        row = rows[member_id]
+        if row.holds_at(now, terms.version):
+            return str(row.status["stage"])
+        return str(found.ledger.member_status(member_id)["stage"])
+
+    facts = [value.MemberFacts.from_dict(row.value) for row in rows.values()]
+    _served("view")
+    return value.report(facts, now, terms.rules, stage_of, value_class, start, limit)
 
 
 def promise(purchase: dict[str, Any]) -> analytics.Promise:

@@ -37,7 +37,7 @@ from domain.members import (
     member_uuid,
     referral_code_for,
 )
-from domain.money import check_amount, format_money, half_even
+from domain.money import check_amount, format_money
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import SelfReferral, UnknownReferralCode, normalise_code
 
@@ -360,6 +360,18 @@ class Ledger(Application[UUID]):
         """
         moment = as_of or self.clock.now()
         rules = self.program_at(moment).rules
+        return value.report(
+            list(self.value_facts_at(moment).values()),
+            moment,
+            rules,
+            lambda member_id: str(self.member_status(member_id, as_of)["stage"]),
+            value_class,
+            after,
+            limit,
+        )
+
+    def value_facts_at(self, moment: datetime) -> dict[str, value.MemberFacts]:
+        """Every member's customer-value facts as of ``moment``, folded from the events."""
         facts: dict[str, value.MemberFacts] = {}
         redemptions: dict[str, tuple[str, int]] = {}
         for event in self._events_of_types(
@@ -381,7 +393,7 @@ class Ledger(Application[UUID]):
             if member is None:
                 continue
             if name == "PurchaseRecorded":
-                member.purchases.append(value.Purchase(event.occurred_at, event.amount))
+                member.add_purchase(event.occurred_at, event.amount)
             elif name == "PurchaseRefunded":
                 member.refunds += event.amount
             elif name == "GuaranteeClaimed":
@@ -393,41 +405,7 @@ class Ledger(Application[UUID]):
                 redemptions[event.redemption_id] = (event.member_id, event.points)
             elif event.redemption_id in redemptions:
                 member.points_redeemed -= redemptions.pop(event.redemption_id)[1]
-        found = value.customer_value(list(facts.values()), moment, rules.point_value)
-        kept = [v for v in found.members if value_class in (None, v.value_class)]
-        chosen = kept[after : after + limit]
-        currency = rules.currency
-
-        def money(amount: Decimal | None) -> str | None:
-            return None if amount is None else format_money(half_even(amount, currency), currency)
-
-        return {
-            "as_of": moment.isoformat(),
-            "currency": currency,
-            "members_with_purchases": found.members_with_purchases,
-            "pareto_top20_share": found.pareto_top20_share,
-            "members": [
-                {
-                    "member_id": v.member_id,
-                    "stage": self.member_status(v.member_id, as_of)["stage"],
-                    "value_class": v.value_class,
-                    "net_contribution": money(v.net_contribution),
-                    "lifetime_value": money(v.net_contribution),
-                    "rfm": None
-                    if v.recency is None
-                    else {
-                        "recency_days": v.recency_days,
-                        "recency": v.recency,
-                        "frequency": v.frequency,
-                        "monetary": v.monetary,
-                    },
-                    "purchases": v.purchases,
-                    "average_order_value": money(v.average_order_value),
-                    "purchases_per_year": v.purchases_per_year,
-                }
-                for v in chosen
-            ],
-        }
+        return facts
 
     # Purchases and refunds.
 

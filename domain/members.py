@@ -20,6 +20,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain import value
 from domain.errors import (
     Conflict,
     EvidenceRequired,
@@ -1162,6 +1163,20 @@ class Member(Aggregate):
             "referral_code": self.referral_code,
             "as_of": iso(as_of),
         }
+
+    def value_facts(self) -> value.MemberFacts:
+        """What the member brought and cost, as the ledger folds it from the events: purchases,
+        refunds (a claim's own refund counted inside its payout), payouts, points redeemed."""
+        facts = value.MemberFacts(self.member_id, self.enrolled_at)
+        for purchase in self.purchases.values():
+            facts.add_purchase(purchase["occurred_at"], purchase["amount"])
+            facts.refunds += purchase["refunded"]
+            claim = purchase.get("claim")
+            if claim is not None:
+                facts.refunds -= claim["unrefunded"]
+                facts.guarantee_payouts += claim["payout"]
+        facts.points_redeemed = self.redeemed
+        return facts
 
     def purchase_view(self, order_id: str, currency: str) -> dict[str, Any]:
         purchase = self.purchases[order_id]

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from domain.money import format_money, half_even
+from domain.program import ProgramRules
 
 ZERO = Decimal("0")
 DEFAULT_POINT_VALUE = Decimal("0.01")
@@ -38,27 +41,57 @@ K = TypeVar("K", int, Decimal)
 
 
 @dataclass
-class Purchase:
-    occurred_at: datetime
-    amount: Decimal
-
-
-@dataclass
 class MemberFacts:
-    """What one member brought and cost up to an instant."""
+    """What one member brought and cost up to an instant: sums, not a list, so a read model
+    can keep them in a row."""
 
     member_id: str
     enrolled_at: datetime
-    purchases: list[Purchase] = field(default_factory=list)
+    purchases: int = 0
+    bought: Decimal = ZERO
+    last_purchase_at: datetime | None = None
     refunds: Decimal = ZERO
     guarantee_payouts: Decimal = ZERO
     points_redeemed: int = 0
 
+    def add_purchase(self, occurred_at: datetime, amount: Decimal) -> None:
+        self.purchases += 1
+        self.bought += amount
+        if self.last_purchase_at is None or occurred_at > self.last_purchase_at:
+            self.last_purchase_at = occurred_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id,
+            "enrolled_at": self.enrolled_at.isoformat(),
+            "purchases": self.purchases,
+            "bought": str(self.bought),
+            "last_purchase_at": None
+            if self.last_purchase_at is None
+            else self.last_purchase_at.isoformat(),
+            "refunds": str(self.refunds),
+            "guarantee_payouts": str(self.guarantee_payouts),
+            "points_redeemed": self.points_redeemed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemberFacts:
+        last = data["last_purchase_at"]
+        return cls(
+            member_id=data["member_id"],
+            enrolled_at=datetime.fromisoformat(data["enrolled_at"]),
+            purchases=data["purchases"],
+            bought=Decimal(data["bought"]),
+            last_purchase_at=None if last is None else datetime.fromisoformat(last),
+            refunds=Decimal(data["refunds"]),
+            guarantee_payouts=Decimal(data["guarantee_payouts"]),
+            points_redeemed=data["points_redeemed"],
+        )
+
 
 def net_contribution(facts: MemberFacts, point_value: Decimal = DEFAULT_POINT_VALUE) -> Decimal:
-    bought = sum((p.amount for p in facts.purchases), ZERO)
     redeemed = Decimal(facts.points_redeemed) * point_value
-    return bought - facts.refunds - facts.guarantee_payouts - redeemed
+    return facts.bought - facts.refunds - facts.guarantee_payouts - redeemed
 
 
 def standings(values: Sequence[K], higher_is_better: bool = True) -> list[Fraction]:
@@ -93,22 +126,21 @@ def pareto_share(contributions: Sequence[Decimal]) -> Decimal | None:
 
 
 def recency_days(facts: MemberFacts, as_of: datetime) -> int | None:
-    if not facts.purchases:
+    if facts.last_purchase_at is None:
         return None
-    last = max(p.occurred_at for p in facts.purchases)
-    return max((as_of - last) // DAY, 0)
+    return max((as_of - facts.last_purchase_at) // DAY, 0)
 
 
 def average_order_value(facts: MemberFacts) -> Decimal | None:
     if not facts.purchases:
         return None
-    return sum((p.amount for p in facts.purchases), ZERO) / len(facts.purchases)
+    return facts.bought / facts.purchases
 
 
 def purchases_per_year(facts: MemberFacts, as_of: datetime) -> Decimal:
     """Purchases per 365 days of tenure, a tenure under a day counting as one day."""
     tenure_days = max((as_of - facts.enrolled_at) // DAY, 1)
-    return (Decimal(len(facts.purchases)) * 365 / tenure_days).quantize(
+    return (Decimal(facts.purchases) * 365 / tenure_days).quantize(
         Decimal("0.01"), rounding=ROUND_HALF_EVEN
     )
 
@@ -141,7 +173,7 @@ def customer_value(
     buyers = [f for f in facts if f.purchases]
     contributions = [net_contribution(f, point_value) for f in buyers]
     recencies = [recency_days(f, as_of) or 0 for f in buyers]
-    frequencies = [len(f.purchases) for f in buyers]
+    frequencies = [f.purchases for f in buyers]
     classes = value_classes(contributions)
     r_scores = quintile_scores(recencies, higher_is_better=False)
     f_scores = quintile_scores(frequencies)
@@ -178,3 +210,51 @@ def customer_value(
         ranked.values(), key=lambda v: (v.value_class is None, -v.net_contribution, v.member_id)
     )
     return CustomerValue(members, pareto_share(contributions), len(buyers))
+
+
+def report(
+    facts: Sequence[MemberFacts],
+    moment: datetime,
+    rules: ProgramRules,
+    stage_of: Callable[[str], str],
+    value_class: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """The customer-value page: every member ranked as of ``moment``, then ``value_class``
+    kept and ``limit`` of them from the ``after``-th; ``stage_of`` gives a member's stage."""
+    found = customer_value(facts, moment, rules.point_value)
+    kept = [v for v in found.members if value_class in (None, v.value_class)]
+    chosen = kept[after : after + limit]
+    currency = rules.currency
+
+    def money(amount: Decimal | None) -> str | None:
+        return None if amount is None else format_money(half_even(amount, currency), currency)
+
+    return {
+        "as_of": moment.isoformat(),
+        "currency": currency,
+        "members_with_purchases": found.members_with_purchases,
+        "pareto_top20_share": found.pareto_top20_share,
+        "members": [
+            {
+                "member_id": v.member_id,
+                "stage": stage_of(v.member_id),
+                "value_class": v.value_class,
+                "net_contribution": money(v.net_contribution),
+                "lifetime_value": money(v.net_contribution),
+                "rfm": None
+                if v.recency is None
+                else {
+                    "recency_days": v.recency_days,
+                    "recency": v.recency,
+                    "frequency": v.frequency,
+                    "monetary": v.monetary,
+                },
+                "purchases": v.purchases,
+                "average_order_value": money(v.average_order_value),
+                "purchases_per_year": v.purchases_per_year,
+            }
+            for v in chosen
+        ],
+    }

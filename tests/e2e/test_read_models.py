@@ -186,10 +186,8 @@ def test_purchases_and_referrals_read_from_the_views_as_from_the_ledger(
     assert [r["referee_id"] for r in from_ledger["/v1/members/ann/referrals?limit=5"][1]["items"]]
 
 
-def test_the_analytics_summary_from_the_views_is_the_ledgers(
-    reader: tuple[Server, MemberStatusView],
-) -> None:
-    server, views = reader
+def busy_history(server: Server) -> None:
+    """Referrals, guaranteed purchases, a claim, a refund, a redemption, 40 days on."""
     code = server.enrol("ann")["referral_code"]
     for member_id in ("bob", "cat", "dan"):
         body = {"member_id": member_id, "email": f"{member_id}@example.com"}
@@ -212,14 +210,24 @@ def test_the_analytics_summary_from_the_views_is_the_ledgers(
     assert server.call("POST", "/v1/purchases/G-1/refunds", "storefront", refund).status_code == 201
     server.clock.advance(timedelta(days=40))
     server.ledger.record_due()
+    redemption = {"redemption_id": "x-1", "points": 100}
+    response = server.call("POST", "/v1/members/ann/redemptions", "storefront", redemption)
+    assert response.status_code == 201, response.json
+
+
+def test_the_analytics_summary_from_the_views_is_the_ledgers(
+    reader: tuple[Server, MemberStatusView],
+) -> None:
+    server, views = reader
+    busy_history(server)
 
     def summary() -> tuple[str, dict[str, Any]]:
         response = server.call("GET", "/v1/analytics/summary", "auditor")
         assert response.status_code == 200, response.json
         return response.headers[READ_FROM_HEADER], dict(response.json or {})
 
-    before = server.call("GET", "/v1/analytics/summary", "auditor").json
-    assert before["members"]["total"] == 0  # nothing projected yet: the views are empty
+    source, before = summary()  # no view built yet: the ledger answers, not an empty view
+    assert (source, before["position"], before["members"]["total"]) == ("ledger", None, 4)
     project(server, views)
     source, from_views = summary()
     expected = {**server.ledger.analytics_summary(), "position": from_views["position"]}
@@ -231,3 +239,27 @@ def test_the_analytics_summary_from_the_views_is_the_ledgers(
     assert points["available"] > 0 and points["pending"] == 0  # 40 days: every lot matured
     assert from_views["referrals"]["registered"] == 2
     assert from_views["guarantees"]["claims"] == 1
+
+
+def test_customer_value_from_the_views_is_the_ledgers(
+    reader: tuple[Server, MemberStatusView],
+) -> None:
+    server, views = reader
+    busy_history(server)
+    path = "/v1/analytics/members?limit=2"
+    before = server.call("GET", path, "auditor")
+    assert before.headers[READ_FROM_HEADER] == "ledger"  # nothing projected yet
+    project(server, views)
+    for query in ("", "&class=A", "&class=D", "&cursor=" + before.json["next"]):
+        response = server.call("GET", path + query, "auditor")
+        assert response.status_code == 200, response.json
+        assert response.headers[READ_FROM_HEADER] == "view"
+        server.app.extensions["daifuku"] = replace(server.app.extensions["daifuku"], views=None)
+        from_ledger = server.call("GET", path + query, "auditor")
+        server.app.extensions["daifuku"] = replace(server.app.extensions["daifuku"], views=views)
+        assert from_ledger.headers[READ_FROM_HEADER] == "ledger"
+        assert response.json == from_ledger.json, query
+    everyone = server.call("GET", "/v1/analytics/members", "auditor").json
+    classes = {m["member_id"]: m["value_class"] for m in everyone["items"]}
+    assert classes["cat"] == "D"  # paid out more than she bought
+    assert everyone["members_with_purchases"] == 4

@@ -217,6 +217,9 @@ def check_member(run: Run, member_id: str) -> None:
     assert state(from_events) == state(member)
     assert from_events.status(run.clock.now(), run.live.terms()) == live_status
     check_status_holds_until_it_changes(from_events, run.clock.now(), run.live.terms())
+    # A read model keeps the member's customer-value facts from its state: they must be what
+    # the ledger folds from the events.
+    assert member.value_facts() == run.live.value_facts_at(run.clock.now())[member_id]
 
     taken: dict[int, int] = defaultdict(int)
     debt_incurred = 0

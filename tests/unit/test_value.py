@@ -10,7 +10,6 @@ import pytest
 
 from domain.value import (
     MemberFacts,
-    Purchase,
     average_order_value,
     customer_value,
     net_contribution,
@@ -30,10 +29,10 @@ def d(*amounts: str | int) -> list[Decimal]:
 
 def facts(member_id: str, *amounts: str, days: tuple[int, ...] = (), **kwargs: Any) -> MemberFacts:
     when = days or tuple(range(len(amounts)))
-    bought = [
-        Purchase(T0 + timedelta(days=n), Decimal(a)) for a, n in zip(amounts, when, strict=True)
-    ]
-    return MemberFacts(member_id, T0, bought, **kwargs)
+    found = MemberFacts(member_id, T0, **kwargs)
+    for a, n in zip(amounts, when, strict=True):
+        found.add_purchase(T0 + timedelta(days=n), Decimal(a))
+    return found
 
 
 # Net contribution.
