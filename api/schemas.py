@@ -144,18 +144,6 @@ class StatusQuery(ReadQuery):
     as_of = Instant(metadata={"description": "the status as it was at this instant"})
 
 
-class ReferralQuery(ReadQuery):
-    limit = fields.Integer(
-        load_default=100,
-        validate=validate.Range(min=1, max=1000),
-        metadata={"description": "page size, 1-1000"},
-    )
-    cursor = fields.String(
-        validate=validate.Length(max=200),
-        metadata={"description": "the `next` of the previous page"},
-    )
-
-
 class EventsQuery(Schema):
     limit = fields.Integer(
         load_default=100,
@@ -166,6 +154,10 @@ class EventsQuery(Schema):
         validate=validate.Length(max=200),
         metadata={"description": "the `next` of the previous page"},
     )
+
+
+class ReferralQuery(EventsQuery, ReadQuery):
+    """A page of referrals, optionally as of a write's position."""
 
 
 class TokenRequest(StrictBody):
