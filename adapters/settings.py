@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_SQLITE_PATH = Path("var") / "daifuku.db"
 COMPRESSOR_TOPIC = "eventsourcing.compressor:ZlibCompressor"
+# The library's PostgreSQL recorder, with the table lock held for one statement, not a round trip.
+POSTGRES_RECORDER_TOPIC = "adapters.recorders:LockedInsertApplicationRecorder"
 
 
 class ConfigurationError(ValueError):
@@ -83,6 +85,7 @@ class Database:
             "POSTGRES_MAX_OVERFLOW": str(pool_size),
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": POSTGRES_RECORDER_TOPIC,
         }
         if self.schema:
             env["POSTGRES_SCHEMA"] = self.schema

@@ -1,0 +1,80 @@
+"""The event store's recorder on PostgreSQL: the library's, with an insert in one statement.
+
+eventsourcing's ``PostgresApplicationRecorder`` takes ``LOCK TABLE ... IN EXCLUSIVE MODE`` in
+every transaction that inserts events, so that transactions commit in the order of the
+notification ids they were issued and a reader tailing the log never passes over a gap that is
+filled in later. It sends BEGIN, the lock, NOTIFY and the INSERT as one pipeline, waits for the
+ids, then sends COMMIT: the table stays locked for a round trip, and in a gunicorn worker for as
+long as the writing thread then waits for the GIL before it can send the COMMIT. Every other
+writer of the database waits behind that.
+
+Here the lock, the NOTIFY and the INSERT run in a PL/pgSQL function called as one statement on
+the pool's autocommit connection: PostgreSQL commits the statement's implicit transaction as
+soon as the function returns, so the lock covers the server's own work only. The guarantee is
+the same (one writer at a time, commit order = id order). The library's own function
+(``POSTGRES_ENABLE_DB_FUNCTIONS``) is one statement too, but without the lock; when that
+setting is on, or for a process recorder's tracking insert, the library's code runs unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+TOPIC = "adapters.recorders:LockedInsertApplicationRecorder"
+
+
+class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.locked_insert_function = f"{events_table_name}_insert_locked"
+        self.check_identifier_length(self.locked_insert_function)
+        schema = Identifier(datastore.schema)
+        function = Identifier(self.locked_insert_function)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
+                "BEGIN "
+                "SET LOCAL lock_timeout = '{lock_timeout}s'; "
+                "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
+                "NOTIFY {channel}; "
+                "RETURN QUERY INSERT INTO {schema}.{table} AS t "
+                "(originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "RETURNING notification_id; "
+                "END; $BODY$"
+            ).format(
+                schema=schema,
+                function=function,
+                event=Identifier(self.stored_event_type_name),
+                lock_timeout=datastore.lock_timeout,
+                table=Identifier(self.events_table_name),
+                channel=Identifier(self.channel_name),
+            )
+        )
+        self.locked_insert_statement = SQL("SELECT * FROM {0}.{1}(%s)").format(schema, function)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # The application passes tracking=None; a process recorder's tracking needs the
+        # library's transaction.
+        tracking = kwargs.get("tracking")
+        if self.datastore.enable_db_functions or tracking is not None or not stored_events:
+            return super().insert_events(stored_events, **kwargs)
+        events = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.locked_insert_statement, (events,), prepare=True)
+            return [row[self.locked_insert_function] for row in curs.fetchall()]

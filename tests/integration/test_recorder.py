@@ -1,0 +1,90 @@
+"""The PostgreSQL recorder: the table lock and the insert in one statement, the log in order."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+from adapters.recorders import LockedInsertApplicationRecorder
+from domain.clock import FixedClock
+
+from .ledgers import START, open_ledger
+
+pytestmark = pytest.mark.postgres
+
+
+def events(originator: uuid.UUID, *versions: int) -> list[StoredEvent]:
+    return [StoredEvent(originator, v, "bench:Event", b"state %d" % v) for v in versions]
+
+
+def test_the_ledger_inserts_through_the_locked_function_not_the_library_pipeline(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def library_insert(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the library's insert ran")
+
+    with open_ledger(postgres_url, FixedClock(START)) as ledger:
+        recorder = ledger.recorder
+        assert isinstance(recorder, LockedInsertApplicationRecorder)
+        monkeypatch.setattr(PostgresApplicationRecorder, "insert_events", library_insert)
+        ledger.enrol("m1", "m1@example.com", "Ann", "t")
+        first = recorder.max_notification_id() or 0
+        ids = recorder.insert_events(events(uuid.uuid4(), 1, 2), tracking=None)
+        assert ids == [first + 1, first + 2]
+        assert [n.id for n in recorder.select_notifications(first + 1, 10)] == ids
+
+
+def test_a_version_conflict_is_an_integrity_error_and_records_nothing(postgres_url: str) -> None:
+    with open_ledger(postgres_url, FixedClock(START)) as ledger:
+        recorder = ledger.recorder
+        originator = uuid.uuid4()
+        recorder.insert_events(events(originator, 1), tracking=None)
+        with pytest.raises(IntegrityError):
+            recorder.insert_events(events(originator, 2, 1), tracking=None)
+        assert [e.originator_version for e in recorder.select_events(originator)] == [1]
+        # The connection is usable afterwards (autocommit: the failed statement rolled back).
+        assert len(recorder.insert_events(events(originator, 2), tracking=None) or []) == 1
+
+
+def test_a_reader_never_sees_an_id_appear_below_a_head_it_has_read(postgres_url: str) -> None:
+    """Commit order is id order: what is below a head once read never changes afterwards."""
+    with open_ledger(postgres_url, FixedClock(START)) as ledger:
+        recorder = ledger.recorder
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def write() -> None:
+            try:
+                for _ in range(40):
+                    recorder.insert_events(events(uuid.uuid4(), 1, 2), tracking=None)
+            except BaseException as error:
+                failures.append(error)
+
+        reads: list[tuple[int, set[int]]] = []
+
+        def read() -> None:
+            while not stop.is_set():
+                page = recorder.select_notifications(1, 10_000)
+                head = page[-1].id if page else 0
+                reads.append((head, {n.id for n in page}))
+
+        reader = threading.Thread(target=read)
+        writers = [threading.Thread(target=write) for _ in range(6)]
+        reader.start()
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        stop.set()
+        reader.join()
+        assert not failures
+        final = {n.id for n in recorder.select_notifications(1, 10_000)}
+    assert len(final) >= 6 * 40 * 2
+    assert len(reads) > 1
+    for head, seen in reads:
+        assert {i for i in final if i <= head} == seen
