@@ -16,7 +16,10 @@
    to within one interval, rounded up), and the p50/p99/max are over the samples of the
    measured window; the worker is stopped (SIGTERM) once it has caught up after the load;
 4. raw: ``--raw-writers`` processes doing one-row INSERT + COMMIT into a table shaped like the
-   event store's for ``--raw-duration`` seconds; the ratio purchases/s / inserts/s;
+   event store's for ``--raw-duration`` seconds; the ratio purchases/s / inserts/s; then
+   (``--no-raw-locked`` skips it, and it has no target) the same with the event store's
+   ``LOCK TABLE ... IN EXCLUSIVE MODE`` in each transaction, which makes commits, and their
+   WAL flushes, one at a time: the ceiling of any writer that keeps the log's order that way;
 5. long history: one member with ``--long-events`` events; the median latency of a purchase for
    it against one for a new member (sequential, alternating);
 6. memory (``--no-memory-phase`` skips it): ``--memory-purchases`` purchases across
@@ -152,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--status-rate", type=float, default=50.0, help="status reads per second under load")
     add("--raw-duration", type=float, default=10.0, help="seconds of raw INSERT + COMMIT")
     add("--raw-writers", type=int, default=8, help="concurrent raw writers")
+    add("--raw-locked", action=argparse.BooleanOptionalAction, default=True,
+        help="also raw INSERT + COMMIT under the event store's table lock")  # fmt: skip
     add("--long-events", type=int, default=5000, help="events of the long-history member")
     add("--long-samples", type=int, default=300, help="purchases timed per member kind")
     add("--memory-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -925,21 +930,35 @@ def bulk_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, An
 
 
 def raw_insert_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:
-    """One-row INSERT + COMMIT, back to back, for ``duration`` seconds."""
+    """One-row INSERT + COMMIT, back to back, for ``duration`` seconds.
+
+    With ``locked`` each transaction first takes the table in EXCLUSIVE mode, as the event
+    store does, and the lock, the INSERT and the COMMIT go as one pipeline (one round trip):
+    commits one at a time, each with its own WAL flush.
+    """
     payload = os.urandom(spec["state_bytes"])
     statement = sql.SQL(
         "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s)"
     ).format(sql.Identifier(RAW_TABLE))
+    lock = sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(RAW_TABLE))
     count = 0
     with psycopg.connect(spec["url"]) as conn:
         conn.execute("SELECT 1")
         conn.commit()
         ready()
         end = time.monotonic() + spec["duration"]
-        while time.monotonic() < end:
-            conn.execute(statement, (uuid.uuid4(), 1, RAW_TOPIC, payload), prepare=True)
-            conn.commit()
-            count += 1
+        if spec.get("locked"):
+            with conn.pipeline():
+                while time.monotonic() < end:
+                    conn.execute(lock, prepare=True)
+                    conn.execute(statement, (uuid.uuid4(), 1, RAW_TOPIC, payload), prepare=True)
+                    conn.commit()
+                    count += 1
+        else:
+            while time.monotonic() < end:
+                conn.execute(statement, (uuid.uuid4(), 1, RAW_TOPIC, payload), prepare=True)
+                conn.commit()
+                count += 1
     return {"ok": count, "errors": 0, "error_samples": []}
 
 
@@ -1243,12 +1262,21 @@ def raw_phase(args: argparse.Namespace, url: str) -> dict[str, Any]:
     spec = {"url": url, "duration": args.raw_duration, "state_bytes": size}
     results = run_clients([("raw", spec)] * args.raw_writers, timeout=args.raw_duration + 120)
     inserts = sum(r["ok"] for r in results)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(RAW_TABLE)))
-    return {
+    figures: dict[str, Any] = {
         "raw_inserts_per_s": round(inserts / args.raw_duration, 1),
         "raw_state_bytes": size,
     }
+    if args.raw_locked:
+        log(f"raw, locked: the same with LOCK TABLE ... IN EXCLUSIVE MODE in each transaction "
+            f"(lock + INSERT + COMMIT in one pipeline) for {args.raw_duration:g} s")  # fmt: skip
+        locked = {**spec, "locked": True}
+        results = run_clients([("raw", locked)] * args.raw_writers, timeout=args.raw_duration + 120)
+        figures["raw_locked_inserts_per_s"] = round(
+            sum(r["ok"] for r in results) / args.raw_duration, 1
+        )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(RAW_TABLE)))
+    return figures
 
 
 def long_history_phase(
@@ -1546,6 +1574,7 @@ def print_table(figures: dict[str, Any], checks: dict[str, dict[str, Any]]) -> N
         ("purchase p99 ms", "purchase_p99_ms"),
         ("raw INSERT+COMMIT/s", "raw_inserts_per_s"),
         ("ratio purchases/raw", "ratio"),
+        ("raw locked INSERT+COMMIT/s", "raw_locked_inserts_per_s"),
         ("status read p99 ms (under load)", "status_read_p99_ms"),
         ("long-history purchase median ms", "long_purchase_median_ms"),
         ("new-member purchase median ms", "new_purchase_median_ms"),
@@ -1637,6 +1666,12 @@ def run_phases(
     figures.update(phases["raw"])
     figures["ratio"] = round(figures["purchases_per_s"] / figures["raw_inserts_per_s"], 3)
     log(f"  {figures['raw_inserts_per_s']} inserts/s; ratio {figures['ratio']}")
+    if args.raw_locked:
+        figures["ratio_to_locked"] = round(
+            figures["purchases_per_s"] / figures["raw_locked_inserts_per_s"], 3
+        )
+        log(f"  locked: {figures['raw_locked_inserts_per_s']} inserts/s; purchases/s over it "
+            f"{figures['ratio_to_locked']}")  # fmt: skip
 
     phases["long_history"] = long_history_phase(args, server, key, run_id)
     rss["long_history"] = server.memory()["per_worker"]
@@ -1681,6 +1716,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "status_rate_per_s": args.status_rate,
         "raw_writers": args.raw_writers,
         "raw_duration_s": args.raw_duration,
+        "raw_locked": args.raw_locked,
         "long_events": args.long_events,
         "long_samples": args.long_samples,
         "memory_phase": args.memory_phase,
