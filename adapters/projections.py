@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -48,6 +49,13 @@ class Touched:
     orders: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    members: list[MemberStatusRow]
+    purchases: list[PurchaseRow]
+    tracking: Tracking
+
+
 class MemberStatusProjection(Projection[MemberStatusView]):
     """Each member's status, referrals and purchases as of its latest event, under the program
     known at that position.
@@ -65,25 +73,44 @@ class MemberStatusProjection(Projection[MemberStatusView]):
         self._members: OrderedDict[UUID, Member] = OrderedDict()
         self._program: Program | None = None
         self._terms: dict[int, Terms] = {}
+        # Called before the view is read: a worker writing in the background waits for it.
+        self.flush: Callable[[], None] = lambda: None
 
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         self.process_batch([(domain_event, tracking)])
 
     def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
         """Apply the events of ``batch`` (in log order) and record its last position."""
+        self.write_prepared(self.prepare_batch(batch))
+
+    def prepare_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> PreparedBatch | None:
+        """Fold ``batch`` into the copies in memory and make the rows it changed."""
         if not batch:
-            return
+            return None
         try:
             touched: dict[UUID, Touched] = {}
             for event, tracking in batch:
                 self._fold(event, tracking, touched)
             members, purchases = self._rows(touched)
-            self.view.write_batch(members, purchases, batch[-1][1])
+            return PreparedBatch(members, purchases, batch[-1][1])
         except BaseException:
-            # The copies in memory are ahead of what was written: start again from the store.
-            self._members.clear()
-            self._program = None
+            self.reset()
             raise
+
+    def write_prepared(self, prepared: PreparedBatch | None) -> None:
+        """Write a prepared batch's rows and position in one transaction."""
+        if prepared is None:
+            return
+        try:
+            self.view.write_batch(prepared.members, prepared.purchases, prepared.tracking)
+        except BaseException:
+            self.reset()
+            raise
+
+    def reset(self) -> None:
+        """The copies in memory may be ahead of what was written: start again from the store."""
+        self._members.clear()
+        self._program = None
 
     def _fold(self, event: Any, tracking: Tracking, touched: dict[UUID, Touched]) -> None:
         if isinstance(event, Program.Started | Program.Published):
@@ -109,6 +136,7 @@ class MemberStatusProjection(Projection[MemberStatusView]):
         """A new program version changes every member's status (thresholds, names, windows):
         every row is written again as of the publication, under the new version."""
         terms = self._terms_at(moment, tracking)
+        self.flush()  # the rows of earlier batches must be in the view before it is read
         for entry in touched.values():
             if entry.moment <= moment:
                 entry.moment, entry.terms = moment, terms
@@ -207,26 +235,63 @@ class ProjectionWorker:
         progress: ProgressReport | None = None,
         stop: threading.Event | None = None,
     ) -> int:
-        """Process what is recorded now (or up to ``until``); return how many events."""
+        """Process what is recorded now (or up to ``until``); return how many events.
+
+        Three things overlap: reading the next page, folding this one, and writing the one
+        before (each batch still commits alone and in order, so exactly-once is kept).
+        """
         position = self.position
         head = self.ledger.recorder.max_notification_id() or 0
         if until is not None:
             head = min(head, until)
         started = time.monotonic()
         done = 0
-        while position < head and not (stop is not None and stop.is_set()):
-            page = self.ledger.recorder.select_notifications(
-                start=position, limit=self.page_size, stop=head, inclusive_of_start=False
+        name = self.ledger.name
+        to_event = self.ledger.mapper.to_domain_event
+        projection = self.projection
+
+        def read(after: int) -> list[Any]:
+            if stop is not None and stop.is_set():
+                return []
+            return list(
+                self.ledger.recorder.select_notifications(
+                    start=after, limit=self.page_size, stop=head, inclusive_of_start=False
+                )
             )
-            if not page:
-                break
-            name = self.ledger.name
-            to_event = self.ledger.mapper.to_domain_event
-            self.projection.process_batch([(to_event(n), Tracking(name, n.id)) for n in page])
-            done += len(page)
-            position = page[-1].id
-            if progress is not None:
-                progress(done, done + head - position, time.monotonic() - started)
+
+        if position >= head:
+            return 0
+        writing: Future[None] | None = None
+
+        def flush() -> None:
+            nonlocal writing
+            if writing is not None:
+                pending, writing = writing, None
+                pending.result()
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="daifuku-projection") as pool:
+            projection.flush = flush
+            try:
+                reading: Future[list[Any]] | None = pool.submit(read, position)
+                while reading is not None:
+                    page = reading.result()
+                    if not page:
+                        break
+                    position = page[-1].id
+                    reading = pool.submit(read, position) if position < head else None
+                    prepared = projection.prepare_batch(
+                        [(to_event(n), Tracking(name, n.id)) for n in page]
+                    )
+                    flush()
+                    writing = pool.submit(projection.write_prepared, prepared)
+                    done += len(page)
+                    if progress is not None:
+                        progress(done, done + head - position, time.monotonic() - started)
+                flush()
+            finally:
+                projection.flush = lambda: None
+                if writing is not None:  # failing: let the write in flight end, then raise
+                    wait([writing])
         return done
 
     def run(
