@@ -749,8 +749,9 @@ def lag_figures(
     """Each sample's lag: from when its head was read until a position at least as far was."""
     tracked = [s[3] for s in samples]  # never decreases: the position only moves forward
     lags: list[float] = []
+    series: dict[str, list[Any]] = {"t_s": [], "lag_s": [], "head": [], "position": []}
     unresolved = 0
-    for index, (before, _after, head, _tracked) in enumerate(samples):
+    for index, (before, _after, head, position) in enumerate(samples):
         if not start <= before < end:
             continue
         reached = bisect.bisect_left(tracked, head, lo=index)
@@ -759,6 +760,8 @@ def lag_figures(
         else:  # never reached while sampled: counted at least as long as it was watched
             unresolved += 1
             lags.append(samples[-1][1] - before)
+        for key, item in zip(series, (before - start, lags[-1], head, position), strict=True):
+            series[key].append(round(item, 3) if isinstance(item, float) else item)
     inside = [s for s in samples if start <= s[0] < end]
     seconds = inside[-1][0] - inside[0][0] if len(inside) > 1 else math.nan
     return {
@@ -775,6 +778,7 @@ def lag_figures(
         "worker_events_per_s": (
             round((inside[-1][3] - inside[0][3]) / seconds, 1) if seconds > 0 else math.nan
         ),
+        "worker_lag_series": series,  # every sample of the window (kept in the phase only)
     }
 
 
