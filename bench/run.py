@@ -9,12 +9,14 @@
    for random members for ``--duration`` seconds (after ``--warmup``), each on one keep-alive
    connection, while one more client reads member status at ``--status-rate`` per second;
    with ``--worker-lag`` (the default; ``--no-worker-lag`` skips it) a projection worker
-   (``daifuku project``) runs against the same database, started and caught up before the
-   clients start, and every ``--lag-interval`` seconds the bench records the head of the log
+   (``daifuku project --poll`` ``--worker-poll``) runs against the same database, started and
+   caught up before the clients start, and every ``--lag-interval`` seconds the bench records
+   the head of the log
    (the largest notification id in the events table) and the view's tracking position; a
    sample's lag is the time until the tracking position reached that head (so it is measured
    to within one interval, rounded up), and the p50/p99/max are over the samples of the
-   measured window; the worker is stopped (SIGTERM) once it has caught up after the load;
+   measured window (all of them are in ``phases.load.worker_lag_series``); the worker is
+   stopped (SIGTERM) once it has caught up after the load;
 4. raw: ``--raw-writers`` processes doing one-row INSERT + COMMIT into a table shaped like the
    event store's for ``--raw-duration`` seconds; the ratio purchases/s / inserts/s; then
    (``--no-raw-locked`` skips it, and it has no target) the same with the event store's
@@ -44,9 +46,14 @@ Server configuration: ``--workers 2 --threads 8 --worker-class gthread`` is the 
 2-core machine, 10-second load runs (8 clients, 2026-11-23) gave 2x8 ~350-380 purchases/s,
 3x4 ~395, 4x4 ~400, 4x2 ~270-375 with worse status reads: the differences are within the noise,
 the server is bound by the event store's table lock and the GIL rather than by process count,
-and every extra worker costs ~65 MiB and its own member cache, so 2x8 is kept. Environment
-variables such as ``POSTGRES_ENABLE_DB_FUNCTIONS=y`` reach the server unchanged (they are recorded
-in the results), which is how variants of the event store's settings can be compared.
+and every extra worker costs ~65 MiB and its own member cache, so 2x8 is kept. With the table
+lock taken inside one statement (adapters/recorders.py), 20-second runs on a quiet machine
+(2026-11-23, reads from the views, projection worker running) gave 2x8 205-277 purchases/s,
+3x4 193-304, 4x2 243 and status p99 53-120 ms in all: still noise; the API then spends about
+4-5 ms of CPU per purchase and PostgreSQL about 1.1 ms, on 2 cores shared with the clients.
+Environment variables such as ``POSTGRES_ENABLE_DB_FUNCTIONS=y`` reach the server unchanged
+(they are recorded in the results), which is how variants of the event store's settings can be
+compared.
 """
 
 from __future__ import annotations
