@@ -18,7 +18,7 @@ serve: $(BIN)/daifuku
 lint: $(BIN)/daifuku
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy domain
+	$(BIN)/mypy domain adapters api
 
 format: $(BIN)/daifuku
 	$(BIN)/ruff format .

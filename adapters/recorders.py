@@ -70,7 +70,8 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
         # library's transaction.
         tracking = kwargs.get("tracking")
         if self.datastore.enable_db_functions or tracking is not None or not stored_events:
-            return super().insert_events(stored_events, **kwargs)
+            inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return inserted
         events = [
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in stored_events
