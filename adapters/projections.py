@@ -250,14 +250,15 @@ class ProjectionWorker:
         to_event = self.ledger.mapper.to_domain_event
         projection = self.projection
 
-        def read(after: int) -> list[Any]:
+        def read(after: int) -> tuple[int, list[tuple[Any, Tracking]]]:
+            """The next page, decoded (decompressing lets go of the GIL: it overlaps)."""
             if stop is not None and stop.is_set():
-                return []
-            return list(
-                self.ledger.recorder.select_notifications(
-                    start=after, limit=self.page_size, stop=head, inclusive_of_start=False
-                )
+                return after, []
+            page = self.ledger.recorder.select_notifications(
+                start=after, limit=self.page_size, stop=head, inclusive_of_start=False
             )
+            last = page[-1].id if page else after
+            return last, [(to_event(n), Tracking(name, n.id)) for n in page]
 
         if position >= head:
             return 0
@@ -272,19 +273,17 @@ class ProjectionWorker:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="daifuku-projection") as pool:
             projection.flush = flush
             try:
-                reading: Future[list[Any]] | None = pool.submit(read, position)
+                reading: Future[tuple[int, list[tuple[Any, Tracking]]]] | None
+                reading = pool.submit(read, position)
                 while reading is not None:
-                    page = reading.result()
-                    if not page:
+                    position, batch = reading.result()
+                    if not batch:
                         break
-                    position = page[-1].id
                     reading = pool.submit(read, position) if position < head else None
-                    prepared = projection.prepare_batch(
-                        [(to_event(n), Tracking(name, n.id)) for n in page]
-                    )
+                    prepared = projection.prepare_batch(batch)
                     flush()
                     writing = pool.submit(projection.write_prepared, prepared)
-                    done += len(page)
+                    done += len(batch)
                     if progress is not None:
                         progress(done, done + head - position, time.monotonic() - started)
                 flush()
