@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 PAGE = 500
 REPLAY_PAGE = 20_000  # a rebuild writes each changed row once a page: bigger pages, fewer rows
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
+PROJECTED = (f"{get_topic(Member)}.", f"{get_topic(Program)}.")  # the topics a view reads
 
 # (events done, events to do, seconds since the start)
 ProgressReport = Callable[[int, int, float], None]
@@ -258,7 +259,12 @@ class ProjectionWorker:
                 start=after, limit=self.page_size, stop=head, inclusive_of_start=False
             )
             last = page[-1].id if page else after
-            return last, [(to_event(n), Tracking(name, n.id)) for n in page]
+            # Only member and program events change a view; the rest (ownership records of
+            # order and redemption ids) are tracked without being decoded.
+            return last, [
+                (to_event(n) if n.topic.startswith(PROJECTED) else None, Tracking(name, n.id))
+                for n in page
+            ]
 
         if position >= head:
             return 0
