@@ -25,7 +25,7 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingR
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 VIEW_NAME = "member_status"
 PURCHASES = "purchase_view"
@@ -220,16 +220,17 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             )
 
     def row(self, member_id: str) -> MemberStatusRow | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT * FROM {VIEW_NAME} WHERE member_id = ?", (member_id,))
-            found = c.fetchone()
+        found = self._one(VIEW_NAME, "member_id", member_id)
         return None if found is None else self._row(found)
 
     def purchase(self, order_id: str) -> PurchaseRow | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT * FROM {PURCHASES} WHERE order_id = ?", (order_id,))
-            found = c.fetchone()
+        found = self._one(PURCHASES, "order_id", order_id)
         return None if found is None else self._purchase(found)
+
+    def _one(self, table: str, key: str, value: str) -> Any:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,))
+            return c.fetchone()
 
     def all(self) -> Iterator[MemberStatusRow]:
         with self.datastore.transaction(commit=False) as c:
@@ -375,24 +376,21 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                 curs.execute(self.purchase_statement, (dumps(orders),))
 
     def row(self, member_id: str) -> MemberStatusRow | None:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                SQL("SELECT * FROM {0} WHERE member_id = %s").format(self.table),
-                (member_id,),
-                prepare=True,
-            )
-            found = curs.fetchone()
+        found = self._one(self.table, "member_id", member_id)
         return None if found is None else self._row(found)
 
     def purchase(self, order_id: str) -> PurchaseRow | None:
+        found = self._one(self.purchases, "order_id", order_id)
+        return None if found is None else self._purchase(found)
+
+    def _one(self, table: Composable, key: str, value: str) -> Any:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
-                SQL("SELECT * FROM {0} WHERE order_id = %s").format(self.purchases),
-                (order_id,),
+                SQL("SELECT * FROM {0} WHERE {1} = %s").format(table, Identifier(key)),
+                (value,),
                 prepare=True,
             )
-            found = curs.fetchone()
-        return None if found is None else self._purchase(found)
+            return curs.fetchone()
 
     def all(self) -> Iterator[MemberStatusRow]:
         with self.datastore.transaction(commit=False) as curs:

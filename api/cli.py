@@ -8,8 +8,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from types import FrameType
 
 from werkzeug.serving import make_server
@@ -24,11 +24,12 @@ from adapters.projections import (
 )
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification import verify_member_status
-from adapters.views import open_member_status_view
+from adapters.views import MemberStatusView, open_member_status_view
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
 from api.progress import ProgressLine
 from api.scheduler import INTERVAL_SECONDS, Scheduler
+from domain.ledger import Ledger
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,11 +204,24 @@ def _verify_export(args: argparse.Namespace, settings: Settings | None) -> int:
     return 1
 
 
-def _project(args: argparse.Namespace, settings: Settings) -> int:
+@contextmanager
+def _ledger_and_views(settings: Settings) -> Iterator[tuple[Ledger, MemberStatusView]]:
+    """The ledger and the read models of the configured store, closed on the way out."""
     ledger, keys, _ = bootstrap(settings)
-    view = open_member_status_view(ledger.env)
-    progress = ProgressLine("member_status")
     try:
+        view = open_member_status_view(ledger.env)
+        try:
+            yield ledger, view
+        finally:
+            view.close()
+    finally:
+        ledger.close()
+        keys.close()
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    progress = ProgressLine("member_status")
+    with _ledger_and_views(settings) as (ledger, view):
         worker = ProjectionWorker(ledger, MemberStatusProjection(view, ledger))
         signal.signal(signal.SIGTERM, _interrupt)
         print(
@@ -220,40 +234,24 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         except KeyboardInterrupt:
             progress.finish()
             print(f"Stopping at position {worker.position}.", flush=True)
-    finally:
-        view.close()
-        ledger.close()
-        keys.close()
     return 0
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    ledger, keys, _ = bootstrap(settings)
-    view = open_member_status_view(ledger.env)
     progress = ProgressLine("member_status")
-    try:
+    with _ledger_and_views(settings) as (ledger, view):
         started = time.monotonic()
         events = replay(ledger, view, progress)
         progress.finish()
         seconds = time.monotonic() - started
         rate = events / seconds if seconds > 0 else 0.0
         print(f"Replayed {events} events into member_status in {seconds:.1f} s ({rate:,.0f}/s).")
-    finally:
-        view.close()
-        ledger.close()
-        keys.close()
     return 0
 
 
 def _verify_views(args: argparse.Namespace, settings: Settings) -> int:
-    ledger, keys, _ = bootstrap(settings)
-    view = open_member_status_view(ledger.env)
-    try:
+    with _ledger_and_views(settings) as (ledger, view):
         result = verify_member_status(ledger, view)
-    finally:
-        view.close()
-        ledger.close()
-        keys.close()
     if not result.live_view_built:
         print("The live member_status view was never built (run daifuku project).")
     for mismatch in result.mismatches:

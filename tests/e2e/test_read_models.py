@@ -125,7 +125,16 @@ def test_a_position_not_yet_in_the_log_is_refused(reader: tuple[Server, MemberSt
     response = server.call("GET", f"/v1/members/ann?after={head + 1}", "storefront")
     assert_problem(response, 422)
     assert "after" in response.json["errors"]
-    assert_problem(server.call("GET", "/v1/members/ann?after=-1", "storefront"), 422)
+    for path in (
+        "/v1/members/ann?after=-1",
+        "/v1/members/ann?after=abc",
+        "/v1/members/ann/referrals?after=1.5",
+        "/v1/purchases/A-1?after=x",
+        f"/v1/purchases/A-1?after={head + 1}",
+    ):
+        response = server.call("GET", path, "storefront")
+        assert_problem(response, 422)
+        assert "after" in response.json["errors"], path
 
 
 def test_the_ledger_answers_when_time_has_moved_past_the_stored_status(
