@@ -30,7 +30,12 @@ from domain.program import PROGRAM_ID, Program
 
 log = logging.getLogger(__name__)
 PAGE = 500
-REPLAY_PAGE = 20_000  # a rebuild writes each changed row once a page: bigger pages, fewer rows
+REPLAY_PAGE = 20_000  # events read and decoded at a time by a rebuild
+# A rebuild writes the rows its events changed once per this many events (with the position
+# of the last one), not once a page: a member with events in every page is turned into a row a
+# few times rather than once a page. Each write is still whole (rows and position together), so
+# a rebuild that stops leaves a view that is right as of its last write, and resumable.
+REPLAY_ROWS_EVERY = 100_000
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
 PROJECTED = (f"{get_topic(Member)}.", f"{get_topic(Program)}.")  # the topics a view reads
 
@@ -88,15 +93,27 @@ class MemberStatusProjection(Projection[MemberStatusView]):
         """Fold ``batch`` into the copies in memory and make the rows it changed."""
         if not batch:
             return None
+        touched: dict[UUID, Touched] = {}
+        self.fold(batch, touched)
+        return self.prepare_rows(touched, batch[-1][1])
+
+    def fold(self, batch: Sequence[tuple[Any, Tracking]], touched: dict[UUID, Touched]) -> None:
+        """Move the copies in memory on by ``batch``, noting in ``touched`` whom it changed."""
         try:
-            touched: dict[UUID, Touched] = {}
             for event, tracking in batch:
                 self._fold(event, tracking, touched)
-            members, purchases = self._rows(touched)
-            return PreparedBatch(members, purchases, batch[-1][1])
         except BaseException:
             self.reset()
             raise
+
+    def prepare_rows(self, touched: dict[UUID, Touched], tracking: Tracking) -> PreparedBatch:
+        """The rows of the members in ``touched``, to be written with position ``tracking``."""
+        try:
+            members, purchases = self._rows(touched)
+        except BaseException:
+            self.reset()
+            raise
+        return PreparedBatch(members, purchases, tracking)
 
     def write_prepared(self, prepared: PreparedBatch | None) -> None:
         """Write a prepared batch's rows and position in one transaction."""
@@ -191,15 +208,21 @@ class MemberStatusProjection(Projection[MemberStatusView]):
     def _terms_at(self, moment: datetime, tracking: Tracking) -> Terms:
         """The version in force at ``moment`` among those recorded before this position, so a
         live run and a replay see the same program."""
-        if self._program is None:
-            self._program = self._program_before(tracking.notification_id)
-        version = 1
-        for entry in self._program.versions:
-            if entry["published_at"] <= moment:
-                version = entry["version"]
+        program = self._program
+        if program is None:
+            program = self._program = self._program_before(tracking.notification_id)
+        versions = program.versions
+        latest = versions[-1]
+        if latest["published_at"] <= moment:  # nearly always: the newest version applies
+            version = latest["version"]
+        else:
+            version = 1
+            for entry in versions:
+                if entry["published_at"] <= moment:
+                    version = entry["version"]
         terms = self._terms.get(version)
         if terms is None:
-            terms = Terms(version, self._program.at_version(version).rules)
+            terms = Terms(version, program.at_version(version).rules)
             self._terms[version] = terms
         return terms
 
@@ -220,11 +243,17 @@ class ProjectionWorker:
     """Feeds a projection every event after its view's tracking position, in log order."""
 
     def __init__(
-        self, ledger: Ledger, projection: MemberStatusProjection, page_size: int = PAGE
+        self,
+        ledger: Ledger,
+        projection: MemberStatusProjection,
+        page_size: int = PAGE,
+        rows_every: int = 0,
     ) -> None:
         self.ledger = ledger
         self.projection = projection
         self.page_size = page_size
+        # Rows are written once per ``rows_every`` events (at least once a page).
+        self.rows_every = max(rows_every, page_size)
 
     @property
     def position(self) -> int:
@@ -281,16 +310,25 @@ class ProjectionWorker:
             try:
                 reading: Future[tuple[int, list[tuple[Any, Tracking]]]] | None
                 reading = pool.submit(read, position)
+                touched: dict[UUID, Touched] = {}
+                folded: list[Tracking] = []  # the last position folded and not yet written
+                since_written = 0
                 while reading is not None:
                     position, batch = reading.result()
-                    if not batch:
-                        break
-                    reading = pool.submit(read, position) if position < head else None
-                    prepared = projection.prepare_batch(batch)
-                    flush()
-                    writing = pool.submit(projection.write_prepared, prepared)
-                    done += len(batch)
-                    if progress is not None:
+                    if batch:
+                        reading = pool.submit(read, position) if position < head else None
+                        projection.fold(batch, touched)
+                        folded[:] = [batch[-1][1]]
+                        since_written += len(batch)
+                        done += len(batch)
+                    else:
+                        reading = None
+                    if folded and (reading is None or since_written >= self.rows_every):
+                        prepared = projection.prepare_rows(touched, folded[0])
+                        touched, folded, since_written = {}, [], 0
+                        flush()
+                        writing = pool.submit(projection.write_prepared, prepared)
+                    if progress is not None and batch:
                         progress(done, done + head - position, time.monotonic() - started)
                 flush()
             finally:
@@ -339,7 +377,8 @@ def replay(ledger: Ledger, view: MemberStatusView, progress: ProgressReport | No
     """Empty the view and its tracking, then rebuild it from the first event."""
     view.delete_all()
     projection = MemberStatusProjection(view, ledger)
-    return ProjectionWorker(ledger, projection, REPLAY_PAGE).catch_up(progress=progress)
+    worker = ProjectionWorker(ledger, projection, REPLAY_PAGE, REPLAY_ROWS_EVERY)
+    return worker.catch_up(progress=progress)
 
 
 class ProjectionThread:

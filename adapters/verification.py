@@ -9,7 +9,12 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from adapters.projections import REPLAY_PAGE, MemberStatusProjection, ProjectionWorker
+from adapters.projections import (
+    REPLAY_PAGE,
+    REPLAY_ROWS_EVERY,
+    MemberStatusProjection,
+    ProjectionWorker,
+)
 from adapters.settings import Database
 from adapters.views import MemberStatusRow, MemberStatusView, PurchaseRow, open_member_status_view
 from domain.ledger import Ledger
@@ -55,7 +60,7 @@ def verify_member_status(ledger: Ledger, live: MemberStatusView) -> Verification
         scratch = open_member_status_view(scratch_db.event_store_env())
         try:
             projection = MemberStatusProjection(scratch, ledger)
-            worker = ProjectionWorker(ledger, projection, REPLAY_PAGE)
+            worker = ProjectionWorker(ledger, projection, REPLAY_PAGE, REPLAY_ROWS_EVERY)
             # A view never built is compared with the whole history.
             events = worker.catch_up(until=position)
             replayed_rows = list(scratch.all())

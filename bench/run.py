@@ -185,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--threads", type=int, default=8, help="threads per gunicorn worker (gthread)")
     add("--worker-class", default="gthread", help="gunicorn worker class")
     add("--gunicorn-args", default="", help="more gunicorn options, e.g. '--keep-alive 5'")
+    add("--keep-database", action="store_true",
+        help="leave the bench database on the server (to profile a replay later)")  # fmt: skip
     add("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients",
@@ -271,8 +273,9 @@ def url_with_database(url: str, database: str) -> str:
 
 
 @contextmanager
-def bench_database(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server, dropped (with any connection left to it) on exit."""
+def bench_database(admin_url: str, keep: bool = False) -> Iterator[str]:
+    """A fresh database on the server, dropped (with any connection left to it) on exit,
+    unless ``keep`` (``--keep-database``: to profile a replay of the same history later)."""
     name = f"{DATABASE_PREFIX}{secrets.token_hex(6)}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(
@@ -284,17 +287,24 @@ def bench_database(admin_url: str) -> Iterator[str]:
     try:
         yield url_with_database(admin_url, name)
     finally:
-        try:
-            with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-            log(f"dropped database {name}")
-        except psycopg.Error as error:
-            log(f"WARNING: could not drop database {name}: {error}")
+        if keep:
+            log(f"kept database {name} (--keep-database): drop it when done")
+        else:
+            drop_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        log(f"dropped database {name}")
+    except psycopg.Error as error:
+        log(f"WARNING: could not drop database {name}: {error}")
 
 
 def server_facts(url: str) -> dict[str, Any]:
@@ -1759,7 +1769,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with ExitStack() as stack:
         admin_url, how = stack.enter_context(postgres_server(args.database_url))
         log(f"PostgreSQL: {how}")
-        url = stack.enter_context(bench_database(admin_url))
+        url = stack.enter_context(bench_database(admin_url, args.keep_database))
         config["postgres"] = {"found": how, "admin_url": redact(admin_url), **server_facts(url)}
         key, key_source = create_storefront_key(url)
         config["key_created_by"] = key_source

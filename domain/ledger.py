@@ -716,47 +716,69 @@ class Ledger(Application[UUID]):
         self._written.position = None
         # The cached member is brought up to date first (one indexed read): with several
         # worker processes, saving a stale copy would waste a transaction on a version conflict.
+        # Most commands change one member: its lock is taken, it is read once, and the command
+        # runs. Only when it names a partner are both locks taken (in order) and both read.
         load = self._member
         for attempt in range(self.max_attempts):
-            partner_id = None
-            if partner_of is not None:
-                with self._lock(uid):
-                    partner_id = partner_of(load(uid, member_id))
-            uids = [uid] if partner_id is None else [uid, member_uuid(partner_id)]
-            with self._locks(uids):
+            with self._lock(uid):
                 member = load(uid, member_id)
-                partner = None if partner_id is None else load(uids[1], partner_id)
-                try:
-                    result, created = command(member, self.clock.now(), partner)
-                    changed: list[Aggregate] = [
-                        m for m in (member, partner) if m is not None and m.pending_events
-                    ]
-                    if changed:
-                        if created and new_owner is not None:
-                            changed.append(
-                                Ownership.record(*new_owner, member_id, self.clock.now())
-                            )
-                        recordings = self.save(*changed)
-                        position = max(r.notification.id for r in recordings)
-                    else:
-                        # Nothing new (a repeat): any position at or after the original's.
-                        position = self.recorder.max_notification_id() or 0
-                    self._written.position = position
-                    return result, created
-                except IntegrityError:
-                    self._evict(*uids)
-                except DomainError:
-                    self._evict(*uids)
-                    if on_conflict is not None:
-                        on_conflict()  # another member's id is a conflict, whatever else fails
-                    raise
-                except BaseException:
-                    self._evict(*uids)
-                    raise
+                partner_id = None if partner_of is None else partner_of(member)
+                if partner_id is None:
+                    done = self._run_command(member, None, command, new_owner, on_conflict)
+                    if done is not None:
+                        return done
+            if partner_id is not None:
+                uids = [uid, member_uuid(partner_id)]
+                with self._locks(uids):
+                    member = load(uid, member_id)
+                    if partner_of is not None and partner_of(member) != partner_id:
+                        continue  # the partner changed while no lock was held: start again
+                    partner = load(uids[1], partner_id)
+                    done = self._run_command(member, partner, command, new_owner, on_conflict)
+                    if done is not None:
+                        return done
             if on_conflict is not None:
                 on_conflict()
             time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict(f"member {member_id!r} is changing too fast; try again")
+
+    def _run_command(
+        self,
+        member: Member,
+        partner: Member | None,
+        command: Callable[[Member, datetime, Member | None], tuple[T, bool]],
+        new_owner: tuple[str, str] | None,
+        on_conflict: Callable[[], None] | None,
+    ) -> tuple[T, bool] | None:
+        """Run ``command`` and save what it changed (under the members' locks); None when the
+        save met a concurrent writer, so the caller runs it again on fresh copies."""
+        uids = [member.id] if partner is None else [member.id, partner.id]
+        try:
+            result, created = command(member, self.clock.now(), partner)
+            changed: list[Aggregate] = [
+                m for m in (member, partner) if m is not None and m.pending_events
+            ]
+            if changed:
+                if created and new_owner is not None:
+                    changed.append(Ownership.record(*new_owner, member.member_id, self.clock.now()))
+                recordings = self.save(*changed)
+                position = max(r.notification.id for r in recordings)
+            else:
+                # Nothing new (a repeat): any position at or after the original's.
+                position = self.recorder.max_notification_id() or 0
+            self._written.position = position
+            return result, created
+        except IntegrityError:
+            self._evict(*uids)
+            return None
+        except DomainError:
+            self._evict(*uids)
+            if on_conflict is not None:
+                on_conflict()  # another member's id is a conflict, whatever else fails
+            raise
+        except BaseException:
+            self._evict(*uids)
+            raise
 
     def _owner(self, kind: str, key: str, missing: Exception) -> str:
         try:

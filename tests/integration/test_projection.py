@@ -226,3 +226,42 @@ def test_the_verification_replays_only_up_to_the_live_views_position(
     result = verify_member_status(ledger, view)  # the worker has not seen o-9 yet
     assert result.mismatches == []
     assert result.events == view.max_tracking_id(ledger.name)
+
+
+class CountingView:
+    """Records each write's size and position, then writes through."""
+
+    def __init__(self, view: MemberStatusView) -> None:
+        self.view = view
+        self.writes: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.view, name)
+
+    def write_batch(self, members: Any, purchases: Any, tracking: Tracking) -> None:
+        self.writes.append((len(members), tracking.notification_id))
+        self.view.write_batch(members, purchases, tracking)
+
+
+def test_a_rebuild_writes_each_changed_row_once_per_stretch_of_events_not_once_a_page(
+    history: tuple[Ledger, MemberStatusView], tmp_path: Path
+) -> None:
+    """Pages of 3 events, rows written every 12: fewer writes, the same rows, whole writes."""
+    ledger, view = history
+    head = ledger.recorder.max_notification_id() or 0
+    catch_up(ledger, view)
+    counted = CountingView(scratch_view(tmp_path, "stretches"))
+    projection = MemberStatusProjection(counted, ledger)  # type: ignore[arg-type]
+    assert ProjectionWorker(ledger, projection, 3, rows_every=12).catch_up() == head
+    # Each write is at a page boundary once 12 events have been folded, the last at the head.
+    positions = [position for _, position in counted.writes]
+    assert positions == [*range(12, head, 12), head]
+    # A member with events in several pages of a stretch was written once in that stretch.
+    paged = CountingView(scratch_view(tmp_path, "pages"))
+    ProjectionWorker(ledger, MemberStatusProjection(paged, ledger), 3).catch_up()  # type: ignore[arg-type]
+    assert [position for _, position in paged.writes] == [*range(3, head, 3), head]
+    written = [sum(size for size, _ in view.writes) for view in (counted, paged)]
+    assert written[0] < written[1]
+    assert rows(counted.view) == rows(paged.view) == rows(view)
+    counted.view.close()
+    paged.view.close()
