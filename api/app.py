@@ -29,6 +29,7 @@ from api import (
     purchases,
     redemptions,
 )
+from api.admission import limit_writes
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
@@ -95,6 +96,7 @@ def create_app(
     token_ttl_seconds: int = 3600,
     views: MemberStatusView | None = None,
     read_wait_seconds: float = 2.0,
+    write_concurrency: int | None = None,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -161,6 +163,8 @@ def create_app(
         for name, value in (request.view_args or {}).items():
             if name.endswith("_id") and not ID_RE.match(str(value)):
                 raise invalid(name, "must be 1-64 characters of A-Za-z0-9._:-")
+
+    limit_writes(app, write_concurrency)
 
     @app.after_request
     def finish(response: Response) -> Response:

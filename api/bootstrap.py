@@ -79,6 +79,7 @@ def build_app(
         token_ttl_seconds=settings.token_ttl_seconds,
         views=views,
         read_wait_seconds=settings.read_wait_seconds,
+        write_concurrency=settings.write_concurrency,
     )
     return app, ledger, keys
 

@@ -51,6 +51,11 @@ lock taken inside one statement (adapters/recorders.py), 20-second runs on a qui
 (2026-11-23, reads from the views, projection worker running) gave 2x8 205-277 purchases/s,
 3x4 193-304, 4x2 243 and status p99 53-120 ms in all: still noise; the API then spends about
 4-5 ms of CPU per purchase and PostgreSQL about 1.1 ms, on 2 cores shared with the clients.
+On 2026-11-30 (one member read per purchase, the recorder's queries rendered once) the API
+spent 2.1-3.0 ms and PostgreSQL 0.6-0.8 ms per purchase; ``DAIFUKU_WRITE_CONCURRENCY`` (writes
+a worker runs at once, api/admission.py) traded purchases/s for status read latency: unlimited
+360-540/s and p99 33-62 ms, 2 (the default) 450-500/s and 28-32 ms, 1 340-380/s and 17-22 ms.
+The machine's own speed varied by a third between runs of one configuration that day.
 Environment variables such as ``POSTGRES_ENABLE_DB_FUNCTIONS=y`` reach the server unchanged
 (they are recorded in the results), which is how variants of the event store's settings can be
 compared.
