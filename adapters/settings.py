@@ -105,7 +105,7 @@ class Settings:
     token_ttl_seconds: int
     read_models: str = "views"  # or "ledger": every read folds the member in the ledger
     read_wait_seconds: float = 2.0
-    write_concurrency: int = 2  # writes a server process runs at once (api/admission.py)
+    write_concurrency: int = 1  # writes a server process runs at once (api/admission.py)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -117,7 +117,7 @@ class Settings:
             token_ttl_seconds=_positive_int(env, "DAIFUKU_TOKEN_TTL_SECONDS", 3600),
             read_models=_choice(env, "DAIFUKU_READ_MODELS", ("views", "ledger")),
             read_wait_seconds=_seconds(env, "DAIFUKU_READ_WAIT_SECONDS", 2.0),
-            write_concurrency=_positive_int(env, "DAIFUKU_WRITE_CONCURRENCY", 2),
+            write_concurrency=_positive_int(env, "DAIFUKU_WRITE_CONCURRENCY", 1),
         )
 
 

@@ -295,6 +295,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         self.table = SQL("{0}.{1}").format(schema, Identifier(VIEW_NAME))
         self.purchases = SQL("{0}.{1}").format(schema, Identifier(PURCHASES))
         self.tracking = SQL("{0}.{1}").format(schema, Identifier(tracking_table_name))
+        self._statements: dict[str, bytes] = {}
         self.sql_create_statements.extend(
             [
                 SQL(
@@ -384,22 +385,26 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         return None if found is None else self._purchase(found)
 
     def _one(self, table: Composable, key: str, value: str) -> Any:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                SQL("SELECT * FROM {0} WHERE {1} = %s").format(table, Identifier(key)),
-                (value,),
-                prepare=True,
-            )
+        # One statement on the pool's autocommit connection: a transaction around it would
+        # add a round trip for BEGIN and one for ROLLBACK, each a wait for the CPU and the
+        # GIL under load (they were most of a status read's time). The statement's text is
+        # rendered once, so psycopg converts it once.
+        statement = self._statements.get(key)  # member_id: the members, order_id: purchases
+        if statement is None:
+            composed = SQL("SELECT * FROM {0} WHERE {1} = %s").format(table, Identifier(key))
+            statement = self._statements[key] = composed.as_bytes(None)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (value,), prepare=True)
             return curs.fetchone()
 
     def all(self) -> Iterator[MemberStatusRow]:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SQL("SELECT * FROM {0} ORDER BY member_id").format(self.table))
             rows = curs.fetchall()
         return (self._row(found) for found in rows)
 
     def all_purchases(self) -> Iterator[PurchaseRow]:
-        with self.datastore.transaction(commit=False) as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(SQL("SELECT * FROM {0} ORDER BY order_id").format(self.purchases))
             rows = curs.fetchall()
         return (self._purchase(found) for found in rows)

@@ -4,16 +4,16 @@ Every write ends in the event store's table lock, which lets one transaction in 
 the whole database, and a Python process runs one thread at a time. Writes running side by side
 in one process therefore mostly wait for each other, and while they wait they hold the
 interpreter lock for their parsing and serialising, which is what a status read then queues
-behind. So a process lets ``DAIFUKU_WRITE_CONCURRENCY`` writes (default 2) run at once and
+behind. So a process lets ``DAIFUKU_WRITE_CONCURRENCY`` writes (default 1) run at once and
 holds the others back before they start; reads are not counted.
 
 Measured on the 2-core bench machine (2 workers x 8 threads, 8 purchase clients, 20-second
-runs, 2026-11-30; the machine's own speed varied by a third from run to run): no limit gave
-360-540 purchases/s with a status read p99 of 33-62 ms; 2 gave 450-500 purchases/s and
-28-32 ms; 1 gave 340-380 purchases/s and 17-22 ms (one write per process leaves a core
-partly idle while it waits on the database). 2 is the default; 1 when read latency matters
-more than write throughput; more when the database is further away than loopback, so that one
-write's round trips overlap another's work.
+runs, 2026-11-30; the machine's own speed varied by a third from run to run), with status
+reads of one statement each (adapters/views.py): 1 gave 429-501 purchases/s and a status read
+p99 of 12-14 ms; 2 gave 512-546 purchases/s and 14-23 ms. Before reads were one statement,
+no limit gave 360-540 purchases/s and 33-62 ms. 1 is the default: a write per process keeps
+status reads within 20 ms under a saturating load. Raise it when the database is further away
+than loopback, so that one write's round trips overlap another's work.
 """
 
 from __future__ import annotations

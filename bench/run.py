@@ -54,8 +54,10 @@ lock taken inside one statement (adapters/recorders.py), 20-second runs on a qui
 On 2026-11-30 (one member read per purchase, the recorder's queries rendered once) the API
 spent 2.1-3.0 ms and PostgreSQL 0.6-0.8 ms per purchase; ``DAIFUKU_WRITE_CONCURRENCY`` (writes
 a worker runs at once, api/admission.py) traded purchases/s for status read latency: unlimited
-360-540/s and p99 33-62 ms, 2 (the default) 450-500/s and 28-32 ms, 1 340-380/s and 17-22 ms.
-The machine's own speed varied by a third between runs of one configuration that day.
+360-540/s and p99 33-62 ms, 2 450-500/s and 28-32 ms, 1 340-380/s and 17-22 ms. With each
+status read one statement instead of BEGIN, SELECT, ROLLBACK (adapters/views.py): 1 (the
+default) 429-501/s and 12-14 ms, 2 512-546/s and 14-23 ms. The machine's own speed varied by
+a third between runs of one configuration that day.
 Environment variables such as ``POSTGRES_ENABLE_DB_FUNCTIONS=y`` reach the server unchanged
 (they are recorded in the results), which is how variants of the event store's settings can be
 compared.

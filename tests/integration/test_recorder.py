@@ -10,7 +10,9 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from adapters.projections import MemberStatusProjection, ProjectionWorker
 from adapters.recorders import LockedInsertApplicationRecorder
+from adapters.views import open_member_status_view
 from domain.clock import FixedClock
 
 from .ledgers import START, open_ledger
@@ -115,3 +117,26 @@ def test_select_events_answers_like_the_library_for_every_combination_of_bounds(
                 assert ours, shape
         assert [e.originator_version for e in recorder.select_events(originator, gt=3, lte=7,
                 desc=True, limit=2)] == [7, 6]  # fmt: skip
+
+
+def test_a_view_read_is_one_statement_without_a_transaction(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN and ROLLBACK around a one-row read would be two more round trips per read."""
+    with open_ledger(postgres_url, FixedClock(START)) as ledger:
+        ledger.enrol("m1", "m1@example.com", "Ann", "t")
+        view = open_member_status_view(ledger.env)
+        try:
+            ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up()
+
+            def no_transaction(*args: Any, **kwargs: Any) -> None:
+                raise AssertionError("a transaction was opened for a one-row read")
+
+            monkeypatch.setattr(view.datastore, "transaction", no_transaction)  # type: ignore[attr-defined]
+            row = view.row("m1")
+            assert row is not None and row.member_id == "m1"
+            assert view.row("nobody") is None
+            assert view.purchase("no-order") is None
+        finally:
+            monkeypatch.undo()
+            view.close()

@@ -122,7 +122,7 @@ def test_a_write_that_waits_too_long_is_told_to_retry(
 
 
 def test_the_number_of_turns_comes_from_the_environment() -> None:
-    assert Settings.from_environ({}).write_concurrency == 2
+    assert Settings.from_environ({}).write_concurrency == 1
     assert Settings.from_environ({"DAIFUKU_WRITE_CONCURRENCY": "4"}).write_concurrency == 4
     for bad in ("0", "-1", "many"):
         with pytest.raises(ConfigurationError, match="DAIFUKU_WRITE_CONCURRENCY"):
