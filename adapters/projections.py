@@ -22,6 +22,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
+from adapters.background import BackgroundLoop
 from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
 from domain import referrals
 from domain.ledger import Ledger
@@ -381,28 +382,20 @@ def replay(ledger: Ledger, view: MemberStatusView, progress: ProgressReport | No
     return worker.catch_up(progress=progress)
 
 
-class ProjectionThread:
+class ProjectionThread(BackgroundLoop):
     """Keeps the views up to date from a daemon thread (``daifuku serve``'s embedded worker).
 
     A failed batch is logged and retried from the view's position after a pause: nothing is
     applied twice, since the batch's rows and position were not written.
     """
 
+    thread_name = "daifuku-projection"
+
     def __init__(self, ledger: Ledger, view: MemberStatusView, poll_seconds: float = 0.05) -> None:
         self.ledger = ledger
         self.view = view
         self.poll_seconds = poll_seconds
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daifuku-projection", daemon=True)
-
-    def start(self) -> ProjectionThread:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stopping.is_set():

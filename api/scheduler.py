@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
+from adapters.background import BackgroundLoop
 from api.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -15,8 +15,10 @@ INTERVAL_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class Scheduler(BackgroundLoop):
     """A daemon thread calling ``ledger.record_due()`` every interval until stopped."""
+
+    thread_name = "daifuku-scheduler"
 
     def __init__(
         self, ledger: Ledger, metrics: Metrics | None = None, interval: float = INTERVAL_SECONDS
@@ -24,17 +26,7 @@ class Scheduler:
         self._ledger = ledger
         self._metrics = metrics
         self._interval = interval
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daifuku-scheduler", daemon=True)
-
-    def start(self) -> Scheduler:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().__init__()
 
     def run_once(self) -> int:
         try:

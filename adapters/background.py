@@ -1,0 +1,29 @@
+"""A daemon thread that runs a loop until it is told to stop (the server's background work)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Self
+
+
+class BackgroundLoop:
+    """Runs ``_run`` in a daemon thread named ``thread_name``; ``_run`` returns once
+    ``_stopping`` is set, and ``stop`` sets it and waits for the thread."""
+
+    thread_name = "daifuku-background"
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
