@@ -25,7 +25,7 @@ from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingR
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Identifier
 
 VIEW_NAME = "member_status"
 PURCHASES = "purchase_view"
@@ -295,7 +295,11 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         self.table = SQL("{0}.{1}").format(schema, Identifier(VIEW_NAME))
         self.purchases = SQL("{0}.{1}").format(schema, Identifier(PURCHASES))
         self.tracking = SQL("{0}.{1}").format(schema, Identifier(tracking_table_name))
-        self._statements: dict[str, bytes] = {}
+        select = "SELECT * FROM {0} WHERE {1} = %s"  # rendered once: psycopg converts it once
+        self.select_member = SQL(select).format(self.table, Identifier("member_id")).as_bytes(None)
+        self.select_purchase = (
+            SQL(select).format(self.purchases, Identifier("order_id")).as_bytes(None)
+        )
         self.sql_create_statements.extend(
             [
                 SQL(
@@ -377,22 +381,17 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                 curs.execute(self.purchase_statement, (dumps(orders),))
 
     def row(self, member_id: str) -> MemberStatusRow | None:
-        found = self._one(self.table, "member_id", member_id)
+        found = self._one(self.select_member, member_id)
         return None if found is None else self._row(found)
 
     def purchase(self, order_id: str) -> PurchaseRow | None:
-        found = self._one(self.purchases, "order_id", order_id)
+        found = self._one(self.select_purchase, order_id)
         return None if found is None else self._purchase(found)
 
-    def _one(self, table: Composable, key: str, value: str) -> Any:
+    def _one(self, statement: bytes, value: str) -> Any:
         # One statement on the pool's autocommit connection: a transaction around it would
         # add a round trip for BEGIN and one for ROLLBACK, each a wait for the CPU and the
-        # GIL under load (they were most of a status read's time). The statement's text is
-        # rendered once, so psycopg converts it once.
-        statement = self._statements.get(key)  # member_id: the members, order_id: purchases
-        if statement is None:
-            composed = SQL("SELECT * FROM {0} WHERE {1} = %s").format(table, Identifier(key))
-            statement = self._statements[key] = composed.as_bytes(None)
+        # GIL under load (they were most of a status read's time).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (value,), prepare=True)
             return curs.fetchone()

@@ -13,7 +13,9 @@ reads of one statement each (adapters/views.py): 1 gave 429-501 purchases/s and 
 p99 of 12-14 ms; 2 gave 512-546 purchases/s and 14-23 ms. Before reads were one statement,
 no limit gave 360-540 purchases/s and 33-62 ms. 1 is the default: a write per process keeps
 status reads within 20 ms under a saturating load. Raise it when the database is further away
-than loopback, so that one write's round trips overlap another's work.
+than loopback, so that one write's round trips overlap another's work. A write waiting for its
+turn still occupies one of the server's threads: give each worker more threads than the writes
+it is expected to hold at once (gunicorn ``--threads``), or reads wait for a free thread.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from flask import Flask, g, request
 from api.problems import Problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# POSTs that record nothing and may run long: they must not hold up the writes behind them.
-NOT_WRITES = frozenset({"audit_verification.verify"})
+# POSTs that record nothing: a long verification must not hold up the writes behind it, and
+# minting a member token only signs one.
+NOT_WRITES = frozenset({"audit_verification.verify", "members.mint_token"})
 WAIT_SECONDS = 30.0
 
 
@@ -42,6 +45,11 @@ def limit_writes(app: Flask, concurrency: int | None) -> None:
     def take_turn() -> None:
         if request.method in SAFE_METHODS or request.endpoint in NOT_WRITES:
             return
+        if request.endpoint is None:  # no such route (404 or 405): nothing to write
+            return
+        # The body is read before the turn is taken, so a client that sends it slowly holds
+        # up only its own request (the server's body limit still applies).
+        request.get_data(cache=True)
         if not turns.acquire(timeout=WAIT_SECONDS):
             raise Problem(
                 503,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, request
+from werkzeug.test import EnvironBuilder
 
 from adapters.settings import ConfigurationError, Settings
 from api import admission
@@ -57,6 +60,7 @@ def app(gate: Gate) -> Iterator[Flask]:
 
     @app.post("/slow")
     def slow() -> str:
+        request.get_data()  # as a view parsing its JSON body does
         gate.enter()
         return "done"
 
@@ -103,6 +107,67 @@ def test_a_failed_or_refused_write_gives_its_turn_back(app: Flask, gate: Gate) -
     assert client.post("/slow").status_code == 401  # refused before taking a turn
     gate.release.set()
     assert client.post("/slow", headers={"Authorization": "ok"}).status_code == 200
+
+
+class SlowBody(io.RawIOBase):
+    """A request body whose bytes arrive only once ``arrive`` is set."""
+
+    def __init__(self, data: bytes, arrive: threading.Event) -> None:
+        self.data = data
+        self.arrive = arrive
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self.arrive.wait(6 * WAIT)
+        size = min(len(buffer), len(self.data))
+        buffer[:size], self.data = self.data[:size], self.data[size:]
+        return size
+
+
+def test_a_client_sending_its_body_slowly_holds_up_no_other_write(app: Flask, gate: Gate) -> None:
+    arrive = threading.Event()
+    slow_done: list[int] = []
+
+    def slow_client() -> None:
+        environ = EnvironBuilder(
+            path="/slow", method="POST", headers={"Authorization": "ok"}
+        ).get_environ()
+        # Straight into the WSGI app: the test client would read the whole body first.
+        environ.update({"wsgi.input": SlowBody(b'{"a": 1}', arrive), "CONTENT_LENGTH": "8"})
+        statuses: list[str] = []
+        b"".join(app(environ, lambda status, headers: statuses.append(status)))
+        slow_done.append(int(statuses[0].split()[0]))
+
+    slow = threading.Thread(target=slow_client)
+    slow.start()
+    time.sleep(0.2)  # the slow client is waiting for its body's bytes
+    results: list[int] = []
+    try:
+        other = call(app, "POST", "/slow", results)
+        assert gate.entered.acquire(timeout=WAIT)  # the complete request got the turn
+        assert gate.inside == 1 and not slow_done
+        gate.release.set()
+        other.join(WAIT)
+    finally:
+        arrive.set()
+    slow.join(WAIT)
+    assert results == [200] and slow_done == [200]
+
+
+def test_an_unknown_route_is_answered_at_once_while_the_turn_is_taken(
+    app: Flask, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission, "WAIT_SECONDS", 1.0)  # a 503 after 1 s if it waited
+    results: list[int] = []
+    first = call(app, "POST", "/slow", results)
+    assert gate.entered.acquire(timeout=WAIT)
+    client = app.test_client()
+    assert client.post("/nowhere", headers={"Authorization": "ok"}).status_code == 404
+    assert client.delete("/slow", headers={"Authorization": "ok"}).status_code == 405
+    gate.release.set()
+    first.join(WAIT)
 
 
 def test_a_write_that_waits_too_long_is_told_to_retry(
