@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from typing import Self
 
 
-class BackgroundLoop:
+class BackgroundLoop(ABC):
     """Runs ``_run`` in a daemon thread named ``thread_name``; ``_run`` returns once
     ``_stopping`` is set, and ``stop`` sets it and waits for the thread."""
 
@@ -25,5 +26,6 @@ class BackgroundLoop:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The thread's work: loops until ``_stopping`` is set."""

@@ -312,21 +312,21 @@ class ProjectionWorker:
                 reading: Future[tuple[int, list[tuple[Any, Tracking]]]] | None
                 reading = pool.submit(read, position)
                 touched: dict[UUID, Touched] = {}
-                folded: list[Tracking] = []  # the last position folded and not yet written
+                folded: Tracking | None = None  # the last position folded and not yet written
                 since_written = 0
                 while reading is not None:
                     position, batch = reading.result()
                     if batch:
                         reading = pool.submit(read, position) if position < head else None
                         projection.fold(batch, touched)
-                        folded[:] = [batch[-1][1]]
+                        folded = batch[-1][1]
                         since_written += len(batch)
                         done += len(batch)
                     else:
                         reading = None
-                    if folded and (reading is None or since_written >= self.rows_every):
-                        prepared = projection.prepare_rows(touched, folded[0])
-                        touched, folded, since_written = {}, [], 0
+                    if folded is not None and (reading is None or since_written >= self.rows_every):
+                        prepared = projection.prepare_rows(touched, folded)
+                        touched, folded, since_written = {}, None, 0
                         flush()
                         writing = pool.submit(projection.write_prepared, prepared)
                     if progress is not None and batch:
