@@ -32,18 +32,27 @@ class Promise:
     payout: Decimal | None
 
 
-def members_figures(statuses: Iterable[Mapping[str, Any]], rules: ProgramRules) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Holding:
+    """What a member's status adds to the summary: its tier, stage and points."""
+
+    tier: str
+    stage: str
+    available: int
+    pending: int
+
+
+def members_figures(holdings: Iterable[Holding], rules: ProgramRules) -> dict[str, Any]:
     """Members by tier and lifecycle stage, and the points they hold (from member statuses)."""
     by_tier = {tier.name: 0 for tier in rules.tiers}
     by_stage = dict.fromkeys(STAGES, 0)
     available = pending = total = 0
-    for status in statuses:
+    for holding in holdings:
         total += 1
-        tier = status["tier"]["name"]
-        by_tier[tier] = by_tier.get(tier, 0) + 1
-        by_stage[status["stage"]] += 1
-        available += status["points"]["available"]
-        pending += status["points"]["pending"]
+        by_tier[holding.tier] = by_tier.get(holding.tier, 0) + 1
+        by_stage[holding.stage] += 1
+        available += holding.available
+        pending += holding.pending
     return {
         "members": {"total": total, "by_tier": by_tier, "by_stage": by_stage},
         "points_outstanding": {"available": available, "pending": pending},
@@ -100,28 +109,27 @@ def referral_funnel(counts: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def funnel_counts(referrals: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """The steps each referral (as the referral view shows it) has reached."""
+def funnel_counts(reached: Iterable[Iterable[str]]) -> dict[str, int]:
+    """How many referrals reached each step, from the steps past ``registered`` each reached."""
     counts = dict.fromkeys(FUNNEL, 0)
-    for referral in referrals:
+    for steps in reached:
         counts["registered"] += 1
-        for step in FUNNEL[1:]:
-            if referral[f"{step}_at"] is not None:
-                counts[step] += 1
+        for step in steps:
+            counts[step] += 1
     return counts
 
 
 def summary(
     moment: datetime,
     rules: ProgramRules,
-    statuses: Iterable[Mapping[str, Any]],
+    holdings: Iterable[Holding],
     promises: Iterable[Promise],
     funnel: Mapping[str, int],
 ) -> dict[str, Any]:
     return {
         "as_of": moment.isoformat(),
         "currency": rules.currency,
-        **members_figures(statuses, rules),
+        **members_figures(holdings, rules),
         "guarantees": guarantee_figures(promises, moment, rules.currency),
         "referrals": referral_funnel(funnel),
     }

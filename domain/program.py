@@ -74,6 +74,7 @@ class ProgramRules:
     """Every rule of PROGRAM.md that an operator may change; defaults are the document's."""
 
     currency: str = "USD"
+    points_per_currency_unit: int = 1
     return_window_days: int = 30
     lot_lifetime_days: int = 730
     cross_sell_bonus: int = 50
@@ -123,7 +124,7 @@ class ProgramRules:
         return {
             "currency": self.currency,
             "earning": {
-                "points_per_currency_unit": 1,
+                "points_per_currency_unit": self.points_per_currency_unit,
                 "cross_sell_bonus": self.cross_sell_bonus,
                 "return_window_days": self.return_window_days,
                 "lot_lifetime_days": self.lot_lifetime_days,
@@ -240,33 +241,50 @@ class _Reader:
                 "lot_lifetime_days", "point_value",
             },
         )  # fmt: skip
-        if earning.get("points_per_currency_unit", 1) != 1:
-            self.fail("earning.points_per_currency_unit", "only 1 point per unit is supported")
         lifecycle = self.obj(top.get("lifecycle", {}), "lifecycle")
         self.known(lifecycle, "lifecycle", {"dormant_days", "lost_days"})
         rules = replace(
             base,
             currency=currency,
+            points_per_currency_unit=self.integer(
+                earning.get("points_per_currency_unit"),
+                "earning.points_per_currency_unit",
+                1,
+                10_000,
+                base.points_per_currency_unit,
+            ),
             cross_sell_bonus=self.integer(
-                earning.get("cross_sell_bonus"), "earning.cross_sell_bonus", 0, 1_000_000, 50
+                earning.get("cross_sell_bonus"),
+                "earning.cross_sell_bonus",
+                0,
+                1_000_000,
+                base.cross_sell_bonus,
             ),
             return_window_days=self.integer(
-                earning.get("return_window_days"), "earning.return_window_days", 0, 3650, 30
+                earning.get("return_window_days"),
+                "earning.return_window_days",
+                0,
+                3650,
+                base.return_window_days,
             ),
             lot_lifetime_days=self.integer(
-                earning.get("lot_lifetime_days"), "earning.lot_lifetime_days", 1, 36500, 730
+                earning.get("lot_lifetime_days"),
+                "earning.lot_lifetime_days",
+                1,
+                36500,
+                base.lot_lifetime_days,
             ),
             point_value=self.decimal(
                 earning.get("point_value"), "earning.point_value", Decimal(0), base.point_value
             ),
             tier_period_days=self.integer(
-                top.get("tier_period_days"), "tier_period_days", 1, 3650, 365
+                top.get("tier_period_days"), "tier_period_days", 1, 3650, base.tier_period_days
             ),
             dormant_days=self.integer(
-                lifecycle.get("dormant_days"), "lifecycle.dormant_days", 1, 36500, 180
+                lifecycle.get("dormant_days"), "lifecycle.dormant_days", 1, 36500, base.dormant_days
             ),
             lost_days=self.integer(
-                lifecycle.get("lost_days"), "lifecycle.lost_days", 1, 36500, 365
+                lifecycle.get("lost_days"), "lifecycle.lost_days", 1, 36500, base.lost_days
             ),
             tiers=self.tiers(top.get("tiers")),
             guarantees=self.guarantees(top.get("guarantees")),
@@ -362,8 +380,9 @@ class _Reader:
         return tuple(rewards)
 
     def referrals(self, value: Any) -> ReferralTerms:
+        base = ReferralTerms()
         if value is None:
-            return ReferralTerms()
+            return base
         item = self.obj(value, "referrals")
         self.known(
             item,
@@ -371,17 +390,37 @@ class _Reader:
             {"referrer_points", "referee_points", "qualifying_amount", "cap", "cap_days"},
         )
         return ReferralTerms(
-            self.integer(item.get("referrer_points"), "referrals.referrer_points", 0, 10**7, 500),
-            self.integer(item.get("referee_points"), "referrals.referee_points", 0, 10**7, 250),
+            self.integer(
+                item.get("referrer_points"),
+                "referrals.referrer_points",
+                0,
+                10**7,
+                base.referrer_points,
+            ),
+            self.integer(
+                item.get("referee_points"),
+                "referrals.referee_points",
+                0,
+                10**7,
+                base.referee_points,
+            ),
             self.decimal(
                 item.get("qualifying_amount"),
                 "referrals.qualifying_amount",
                 Decimal(0),
-                Decimal("50.00"),
+                base.qualifying_amount,
             ),
-            self.integer(item.get("cap"), "referrals.cap", 0, 10**6, 20),
-            self.integer(item.get("cap_days"), "referrals.cap_days", 1, 3650, 365),
+            self.integer(item.get("cap"), "referrals.cap", 0, 10**6, base.cap),
+            self.integer(item.get("cap_days"), "referrals.cap_days", 1, 3650, base.cap_days),
         )
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The program version a command runs under."""
+
+    version: int
+    rules: ProgramRules
 
 
 @dataclass(frozen=True)

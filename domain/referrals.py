@@ -8,25 +8,13 @@ concurrency (the referrer's version number serialises its qualifications).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
-from domain.errors import RuleViolation
-from domain.members import CROCKFORD, Member, Terms
-from domain.program import ProgramRules
+from domain.errors import SelfReferral
+from domain.members import CROCKFORD, AgreedTerms, Member, ReferralState, Terms
+from domain.members.referrals import EARNING, OPEN
 
 # Crockford base32 reads the easily confused letters as digits.
 CONFUSABLE = str.maketrans({"I": "1", "L": "1", "O": "0"})
-
-
-class UnknownReferralCode(RuleViolation):
-    def __init__(self, code: str) -> None:
-        super().__init__(f"no member has the referral code {code!r}", "referral_code")
-
-
-class SelfReferral(RuleViolation):
-    def __init__(self) -> None:
-        super().__init__("a member cannot be referred with their own code", "referral_code")
 
 
 def normalise_email(email: str) -> str:
@@ -43,18 +31,6 @@ def normalise_code(code: str) -> str | None:
     return canonical
 
 
-def referral_terms(rules: ProgramRules) -> dict[str, Any]:
-    """The terms a referral keeps for life: those in force when it was registered."""
-    terms = rules.referrals
-    return {
-        "referrer_points": terms.referrer_points,
-        "referee_points": terms.referee_points,
-        "qualifying_amount": str(terms.qualifying_amount),
-        "cap": terms.cap,
-        "cap_days": terms.cap_days,
-    }
-
-
 def register(
     referrer: Member,
     referee: Member,
@@ -66,7 +42,7 @@ def register(
     """The friend enrols with the code: recorded in both ledgers, as ``registered``."""
     if normalise_email(referrer.email) == normalise_email(referee.email):
         raise SelfReferral()
-    agreed = referral_terms(terms.rules)
+    agreed = AgreedTerms.of(terms.rules).to_dict()
     common = {"cause": cause, "program_version": terms.version, "timestamp": recorded_at}
     referee.trigger_event(
         Member.ReferredBy,
@@ -91,13 +67,14 @@ def register(
 def open_referrer(referee: Member) -> str | None:
     """The referrer whose ledger the referee's next purchase or refund may change."""
     referral = referee.referral
-    if referral is None or referral["state"] not in ("registered", "qualified"):
+    if referral is None or referral.state not in OPEN:
         return None
-    if referral["state"] == "qualified":
-        purchase = referee.purchases[referral["order_id"]]
-        if referee.business_time >= purchase["available_at"]:
+    if referral.state is ReferralState.QUALIFIED:
+        assert referral.order_id is not None
+        purchase = referee.purchases[referral.order_id]
+        if referee.business_time >= purchase.available_at:
             return None  # the window has passed: the reward stands whatever comes next
-    return str(referral["referrer_id"])
+    return referral.referrer_id
 
 
 def after_purchase(
@@ -110,22 +87,22 @@ def after_purchase(
 ) -> None:
     """The referee's first purchase of at least the threshold qualifies the referral."""
     referral = referee.referral
-    if referral is None or referral["state"] != "registered":
+    if referral is None or referral.state is not ReferralState.REGISTERED:
         return
-    agreed = referral["terms"]
+    agreed = referral.terms
     purchase = referee.purchases[order_id]
-    if purchase["amount"] < Decimal(agreed["qualifying_amount"]):
+    if purchase.amount < agreed.qualifying_amount:
         return
-    at = referrer.effective_time(purchase["at"])
+    at = referrer.effective_time(purchase.at)
     referrer.record_due(at, terms, cause, recorded_at)
     common = {"at": at, "cause": cause, "program_version": terms.version, "timestamp": recorded_at}
-    window_start = at - timedelta(days=agreed["cap_days"])
+    window_start = at - timedelta(days=agreed.cap_days)
     rewarded = sum(
         1
         for r in referrer.referrals.values()
-        if r["state"] in ("qualified", "rewarded") and r["qualified_at"] > window_start
+        if r.state in EARNING and r.qualified_at is not None and r.qualified_at > window_start
     )
-    if rewarded >= agreed["cap"]:
+    if rewarded >= agreed.cap:
         referrer.trigger_event(
             Member.ReferralCapped, referee_id=referee.member_id, order_id=order_id, **common
         )
@@ -133,19 +110,16 @@ def after_purchase(
             Member.RefereeReferralCapped,
             referrer_id=referrer.member_id,
             order_id=order_id,
-            **{**common, "at": purchase["at"]},
+            **{**common, "at": purchase.at},
         )
         return
-    reward_at: datetime = purchase["available_at"]
+    reward_at = purchase.available_at
     expires_at = reward_at + timedelta(days=terms.rules.lot_lifetime_days)
-    referrer_points = int(agreed["referrer_points"])
-    referee_points = int(agreed["referee_points"])
     referrer.trigger_event(
         Member.ReferralQualified,
         referee_id=referee.member_id,
         order_id=order_id,
-        points=referrer_points,
-        lot=len(referrer.lots) if referrer_points > 0 else None,
+        points=agreed.referrer_points,
         reward_at=reward_at,
         expires_at=expires_at,
         **common,
@@ -154,11 +128,10 @@ def after_purchase(
         Member.RefereeRewardPending,
         referrer_id=referrer.member_id,
         order_id=order_id,
-        points=referee_points,
-        lot=len(referee.lots) if referee_points > 0 else None,
+        points=agreed.referee_points,
         available_at=reward_at,
         expires_at=expires_at,
-        **{**common, "at": purchase["at"]},
+        **{**common, "at": purchase.at},
     )
 
 
@@ -174,20 +147,26 @@ def after_refund(
     """A refund inside the window that leaves the qualifying purchase under the threshold
     voids the referral and takes both pending rewards back; after the window they stand."""
     referral = referee.referral
-    if referral is None or referral["state"] != "qualified" or referral["order_id"] != order_id:
+    if (
+        referral is None
+        or referral.state is not ReferralState.QUALIFIED
+        or referral.order_id != order_id
+    ):
         return
     purchase = referee.purchases[order_id]
-    refund_at: datetime = purchase["refunds"][refund_id]["at"]
+    refund_at = purchase.refunds[refund_id].at
     at = referrer.effective_time(refund_at)
     referrer.record_due(at, terms, cause, recorded_at)
     made = referrer.referrals[referee.member_id]
-    if made["state"] != "qualified" or refund_at >= made["reward_at"]:
+    if made.state is not ReferralState.QUALIFIED or (
+        made.reward_at is not None and refund_at >= made.reward_at
+    ):
         return
-    if purchase["amount"] - purchase["refunded"] >= Decimal(referral["terms"]["qualifying_amount"]):
+    if purchase.refundable >= referral.terms.qualifying_amount:
         return
     common = {"cause": cause, "program_version": terms.version, "timestamp": recorded_at}
-    points = referrer.lots[made["lot"]]["points"] if made["lot"] is not None else 0
-    taken, debt = referrer.plan_clawback(made["lot"], points)
+    points = referrer.lot_points(made.lot_id)
+    taken, debt = referrer.lots.plan_clawback(made.lot_id, points)
     referrer.trigger_event(
         Member.ReferralVoided,
         at=at,
@@ -198,9 +177,8 @@ def after_refund(
         debt=debt,
         **common,
     )
-    own_lot = referral["lot"]
-    points = referee.lots[own_lot]["points"] if own_lot is not None else 0
-    taken, debt = referee.plan_clawback(own_lot, points)
+    points = referee.lot_points(referral.lot_id)
+    taken, debt = referee.lots.plan_clawback(referral.lot_id, points)
     referee.trigger_event(
         Member.RefereeRewardVoided,
         at=refund_at,
@@ -211,28 +189,3 @@ def after_refund(
         debt=debt,
         **common,
     )
-
-
-def referral_view(referral: dict[str, Any], referrer_id: str) -> dict[str, Any]:
-    def iso(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment is not None else None
-
-    terms = referral["terms"]
-    rewarded = referral["state"] in ("qualified", "rewarded")
-    return {
-        "referee_id": referral["referee_id"],
-        "referrer_id": referrer_id,
-        "code": referral["code"],
-        "state": referral["state"],
-        "registered_at": iso(referral["registered_at"]),
-        "qualified_at": iso(referral["qualified_at"]),
-        "rewarded_at": iso(referral["rewarded_at"]),
-        "voided_at": iso(referral["voided_at"]),
-        "capped_at": iso(referral["capped_at"]),
-        "qualifying_order_id": referral["order_id"],
-        "reward_available_at": iso(referral["reward_at"]),
-        "referrer_points": terms["referrer_points"] if rewarded else 0,
-        "referee_points": terms["referee_points"] if rewarded else 0,
-        "terms": terms,
-        "causes": referral["causes"],
-    }

@@ -1,0 +1,213 @@
+"""The JSON shapes of the model as the API answers them (and the read models keep them).
+
+Pure functions of the domain's values: money as strings in the program's currency, instants as
+ISO 8601, and nothing the model does not hold.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.members import (
+    MadeReferral,
+    MemberStatus,
+    Purchase,
+    Redemption,
+)
+from domain.members.referrals import EARNING as EARNING_STATES
+from domain.money import format_money
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def status(found: MemberStatus) -> dict[str, Any]:
+    currency = found.currency
+    tier = found.tier
+    points = found.points
+    return {
+        "member_id": found.member_id,
+        "email": found.email,
+        "name": found.name,
+        "enrolled_at": iso(found.enrolled_at),
+        "stage": found.stage.value,
+        "tier": {
+            "name": tier.name,
+            "since": iso(tier.since),
+            "review_at": iso(tier.review_at),
+            "qualifying_spend": format_money(tier.qualifying_spend, currency),
+            "next": None
+            if tier.next is None
+            else {
+                "name": tier.next.name,
+                "spend_needed": format_money(tier.next.spend_needed, currency),
+            },
+            "spend_to_keep": format_money(tier.spend_to_keep, currency),
+        },
+        "points": {
+            "available": points.available,
+            "pending": points.pending,
+            "lifetime_earned": points.lifetime_earned,
+            "clawed_back": points.clawed_back,
+            "redeemed": points.redeemed,
+            "expired": points.expired,
+            "pending_lots": [
+                {"points": lot.points, "available_at": iso(lot.available_at)}
+                for lot in points.pending_lots
+            ],
+        },
+        "referral_code": found.referral_code,
+        "as_of": iso(found.as_of),
+    }
+
+
+def purchase(bought: Purchase) -> dict[str, Any]:
+    order_id, currency = bought.order_id, bought.currency
+    guarantee = bought.guarantee
+    refunds = sorted(bought.refunds.values(), key=lambda r: r.recorded_at)
+    return {
+        "order_id": order_id,
+        "member_id": bought.member_id,
+        "amount": format_money(bought.amount, currency),
+        "currency": bought.currency,
+        "occurred_at": iso(bought.occurred_at),
+        "effective_at": iso(bought.at),
+        "recorded_at": iso(bought.recorded_at),
+        "program_version": bought.program_version,
+        "items": bought.items,
+        "points_awarded": bought.points,
+        "bonus_points": bought.bonus,
+        "points_clawed_back": bought.clawed,
+        "points_available_at": iso(bought.available_at),
+        "refunded_amount": format_money(bought.refunded, currency),
+        "refundable_amount": format_money(bought.refundable, currency),
+        "refunds": [refund(bought, r.refund_id) for r in refunds],
+        "guarantee": None
+        if guarantee is None
+        else {
+            "policy": guarantee.policy,
+            "refund_percent": guarantee.refund_percent,
+            "evidence_required": guarantee.evidence_required,
+            "expires_at": iso(guarantee.expires_at),
+        },
+        "claim": None if bought.claim is None else claim(bought),
+    }
+
+
+def recorded_purchase(bought: Purchase) -> dict[str, Any]:
+    """The 201 body of a purchase, the same when the purchase is posted again."""
+    currency = bought.currency
+    guarantee = bought.guarantee
+    return {
+        "order_id": bought.order_id,
+        "member_id": bought.member_id,
+        "amount": format_money(bought.amount, currency),
+        "currency": bought.currency,
+        "occurred_at": iso(bought.occurred_at),
+        "recorded_at": iso(bought.recorded_at),
+        "program_version": bought.program_version,
+        "points_awarded": bought.points,
+        "bonus_points": bought.bonus,
+        "points_available_at": iso(bought.available_at),
+        "tier": bought.tier_after,
+        "tier_changed": bought.tier_after != bought.tier_before,
+        "guarantee": None
+        if guarantee is None
+        else {
+            "policy": guarantee.policy,
+            "refund_percent": guarantee.refund_percent,
+            "expires_at": iso(guarantee.expires_at),
+        },
+    }
+
+
+def refund(bought: Purchase, refund_id: str) -> dict[str, Any]:
+    found = bought.refunds[refund_id]
+    currency = bought.currency
+    return {
+        "refund_id": refund_id,
+        "order_id": bought.order_id,
+        "amount": format_money(found.amount, currency),
+        "reason": found.reason,
+        "occurred_at": iso(found.occurred_at),
+        "recorded_at": iso(found.recorded_at),
+        "points_clawed_back": found.points_clawed_back,
+    }
+
+
+def recorded_refund(bought: Purchase, refund_id: str) -> dict[str, Any]:
+    """What the refund left, the same whenever it is asked again."""
+    found = bought.refunds[refund_id]
+    currency = bought.currency
+    return {
+        **refund(bought, refund_id),
+        "refunded_total": format_money(found.refunded_total, currency),
+        "refundable_amount": format_money(bought.amount - found.refunded_total, currency),
+        "tier": found.tier_after,
+        "tier_changed": found.tier_after != found.tier_before,
+    }
+
+
+def claim(bought: Purchase) -> dict[str, Any]:
+    found = bought.claim
+    assert found is not None, f"order {bought.order_id!r} has no claim"
+    currency = bought.currency
+    return {
+        "claim_id": found.claim_id,
+        "order_id": bought.order_id,
+        "member_id": bought.member_id,
+        "policy": found.policy,
+        "refund_percent": found.refund_percent,
+        "evidence": found.evidence,
+        "refunded_amount": format_money(found.unrefunded, currency),
+        "payout": format_money(found.payout, currency),
+        "currency": currency,
+        "points_clawed_back": found.points_clawed_back,
+        "claimed_at": iso(found.claimed_at),
+        "recorded_at": iso(found.recorded_at),
+        "tier": found.tier_after,
+        "tier_changed": found.tier_after != found.tier_before,
+    }
+
+
+def redemption(found: Redemption) -> dict[str, Any]:
+    """With the balance right after the redemption, or after its cancellation once cancelled."""
+    return {
+        "redemption_id": found.redemption_id,
+        "member_id": found.member_id,
+        "points": found.points,
+        "reward": found.reward,
+        "redeemed_at": iso(found.redeemed_at),
+        "cancelled_at": iso(found.cancelled_at),
+        "points_available": found.available_now,
+    }
+
+
+def referral(made: MadeReferral, referrer_id: str, seq: int) -> dict[str, Any]:
+    terms = made.terms
+    earning = made.state in EARNING_STATES
+    return {
+        "referee_id": made.referee_id,
+        "referrer_id": referrer_id,
+        "code": made.code,
+        "state": made.state.value,
+        "registered_at": iso(made.registered_at),
+        "qualified_at": iso(made.qualified_at),
+        "rewarded_at": iso(made.rewarded_at),
+        "voided_at": iso(made.voided_at),
+        "capped_at": iso(made.capped_at),
+        "qualifying_order_id": made.order_id,
+        "reward_available_at": iso(made.reward_at),
+        "referrer_points": terms.referrer_points if earning else 0,
+        "referee_points": terms.referee_points if earning else 0,
+        "terms": terms.to_dict(),
+        "causes": dict(made.causes),
+        "seq": seq,
+    }
+
+
+def referrals(referrer_id: str, made: list[MadeReferral], after: int = 0) -> list[dict[str, Any]]:
+    """A page of the referrals a member made, numbered from ``after`` + 1 in enrolment order."""
+    return [referral(r, referrer_id, i) for i, r in enumerate(made, start=after + 1)]

@@ -1,0 +1,95 @@
+"""Reading the ledger's notification log: pages of events as auditors see them, and member
+events of given types in recorded order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from domain.members import Member
+
+MEMBER_TOPIC = f"{get_topic(Member)}."
+HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+def describe_event(event: Any) -> dict[str, Any]:
+    """An event as the API and auditors see it: type, times and its own data."""
+    data = {k: to_json(v) for k, v in event.__dict__.items() if k not in HIDDEN}
+    occurred = getattr(event, "occurred_at", None) or getattr(event, "at", None)
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "recorded_at": event.timestamp,
+        "occurred_at": occurred,
+        "data": data,
+    }
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def page(app: Application[UUID], after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """The whole ledger in the order it was recorded, each event with its position."""
+    described_page = []
+    for notification in app.recorder.select_notifications(start=after + 1, limit=limit):
+        event = app.mapper.to_domain_event(notification)
+        described = describe_event(event)
+        described_page.append(
+            {
+                "position": notification.id,
+                "type": described["type"],
+                "aggregate": type(event).__qualname__.split(".")[0],
+                "member_id": getattr(event, "member_id", None),
+                "recorded_at": described["recorded_at"],
+                "occurred_at": described["occurred_at"],
+                "data": described["data"],
+            }
+        )
+    return described_page
+
+
+def member_events_of_types(app: Application[UUID], *names: str) -> Iterator[Any]:
+    """Member events of these types, in recorded order, read a page at a time."""
+    topics = [f"{MEMBER_TOPIC}{name}" for name in names]
+    start = 1
+    while True:
+        notifications = app.recorder.select_notifications(start=start, limit=1000, topics=topics)
+        if not notifications:
+            return
+        for notification in notifications:
+            yield app.mapper.to_domain_event(notification)
+        start = notifications[-1].id + 1
+
+
+def changed_members(app: Application[UUID], after: int) -> Iterator[tuple[set[UUID], int]]:
+    """The members changed after position ``after``, a page at a time, with each page's end."""
+    start = after + 1
+    while True:
+        notifications = app.recorder.select_notifications(start=start, limit=1000)
+        if not notifications:
+            return
+        changed = {
+            UUID(str(n.originator_id)) for n in notifications if n.topic.startswith(MEMBER_TOPIC)
+        }
+        yield changed, notifications[-1].id
+        start = notifications[-1].id + 1

@@ -1,0 +1,205 @@
+"""Point lots: each award is a lot that matures, is spent oldest first, expires, or is clawed back.
+
+A lot is named by what it came from (``purchase:<order>``, ``referral:<referee>``,
+``referred-by:<referrer>``, ``redemption:<id>:<lot>``), so events name lots, not positions.
+Events stored before lots had names refer to ``#<n>``: the n-th lot the member opened.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum, IntEnum
+
+
+class LotStatus(Enum):
+    PENDING = "pending"
+    AVAILABLE = "available"
+    EXPIRED = "expired"
+    VOID = "void"
+
+
+class DueKind(IntEnum):
+    """What falls due at an instant, in the order changes due at the same instant are recorded."""
+
+    LOT_MATURES = 0
+    LOT_EXPIRES = 1
+    TIER_REVIEW = 2
+    REFERRAL_REWARD = 3
+
+
+@dataclass(slots=True)
+class Lot:
+    id: str
+    seq: int  # the n-th lot the member opened: orders lots due at the same instant
+    points: int
+    remaining: int
+    status: LotStatus
+    available_at: datetime
+    expires_at: datetime
+
+    def due(self) -> tuple[datetime, DueKind] | None:
+        """When this lot next changes by itself: it matures, or it expires."""
+        if self.remaining <= 0:
+            return None
+        if self.status is LotStatus.PENDING:
+            return self.available_at, DueKind.LOT_MATURES
+        if self.status is LotStatus.AVAILABLE:
+            return self.expires_at, DueKind.LOT_EXPIRES
+        return None
+
+
+@dataclass(frozen=True)
+class PendingPoints:
+    points: int
+    available_at: datetime
+
+
+class PointLots:
+    """A member's lots, the balance by status, the debt, and a heap of the lots' due times.
+
+    Points clawed back beyond what the lots hold are a debt, repaid by the next lot to become
+    available.
+    """
+
+    def __init__(self) -> None:
+        self.lots: dict[str, Lot] = {}
+        self.opened: list[str] = []  # ids in the order opened: resolves the legacy ``#<n>``
+        self.open: list[str] = []
+        self.pending = 0
+        self.available = 0
+        self.debt = 0
+        # [due time, kind, seq, lot id]; lists, since snapshots store them as JSON arrays.
+        self.due: list[list[object]] = []
+
+    def resolve(self, ref: str) -> str:
+        """The id of the lot an event names (an id, or ``#<n>`` in events stored before ids)."""
+        return self.opened[int(ref[1:])] if ref.startswith("#") else ref
+
+    def __getitem__(self, ref: str) -> Lot:
+        return self.lots[self.resolve(ref)]
+
+    def add(
+        self,
+        lot_id: str,
+        points: int,
+        status: LotStatus,
+        available_at: datetime,
+        expires_at: datetime,
+    ) -> Lot:
+        lot = Lot(lot_id, len(self.opened), points, points, status, available_at, expires_at)
+        self.lots[lot_id] = lot
+        self.opened.append(lot_id)
+        self.open.append(lot_id)
+        self._count(lot, points)
+        self._queue(lot)
+        return lot
+
+    def mature(self, ref: str) -> Lot:
+        lot = self[ref]
+        self.pending -= lot.remaining
+        self.available += lot.remaining
+        lot.status = LotStatus.AVAILABLE
+        self._queue(lot)
+        self.settle_debt(lot)
+        return lot
+
+    def expire(self, ref: str, points: int) -> None:
+        lot = self[ref]
+        lot.remaining -= points
+        self.available -= points
+        lot.status = LotStatus.EXPIRED
+        self._close_if_empty(lot)
+
+    def take(self, taken: dict[str, int]) -> None:
+        """Points leave these lots (redeemed or clawed back)."""
+        for ref, points in taken.items():
+            lot = self[ref]
+            lot.remaining -= points
+            self._count(lot, -points)
+            self._close_if_empty(lot)
+
+    def settle_debt(self, lot: Lot) -> None:
+        settled = min(self.debt, lot.remaining)
+        if settled:
+            lot.remaining -= settled
+            self._count(lot, -settled)
+            self.debt -= settled
+            self._close_if_empty(lot)
+
+    def plan_clawback(self, own: str | None, points: int) -> tuple[dict[str, int], int]:
+        """From the lot the points came with first, then the oldest other lots, then into debt."""
+        order = ([own] if own in self.open else []) + [i for i in self.open if i != own]
+        taken: dict[str, int] = {}
+        wanted = points
+        for lot_id in order:
+            if wanted == 0:
+                break
+            take = min(self.lots[lot_id].remaining, wanted)
+            if take:
+                taken[lot_id] = take
+                wanted -= take
+        return taken, wanted
+
+    def plan_redemption(self, points: int) -> dict[str, int]:
+        """Available lots, the first to have become available spent first."""
+        spendable = sorted(
+            (lot for i in self.open if (lot := self.lots[i]).status is LotStatus.AVAILABLE),
+            key=lambda lot: (lot.available_at, lot.seq),
+        )
+        taken: dict[str, int] = {}
+        wanted = points
+        for lot in spendable:
+            if wanted == 0:
+                break
+            take = min(lot.remaining, wanted)
+            taken[lot.id] = take
+            wanted -= take
+        return taken
+
+    def spendable_points(self) -> int:
+        return self.available - self.debt
+
+    def pending_lots(self) -> list[PendingPoints]:
+        return [
+            PendingPoints(lot.remaining, lot.available_at)
+            for i in self.open
+            if (lot := self.lots[i]).status is LotStatus.PENDING
+        ]
+
+    def next_due(self) -> tuple[datetime, DueKind, int, str] | None:
+        """The earliest lot change due (the heap is pruned after every change)."""
+        if not self.due:
+            return None
+        when, kind, seq, lot_id = self.due[0]
+        assert isinstance(when, datetime) and isinstance(kind, int)
+        assert isinstance(seq, int) and isinstance(lot_id, str)
+        return when, DueKind(kind), seq, lot_id
+
+    def prune(self) -> None:
+        """Drop queued due times of lots that were emptied or moved on since they were queued."""
+        heap = self.due
+        while heap:
+            when, kind, _, lot_id = heap[0]
+            assert isinstance(lot_id, str)
+            if self.lots[lot_id].due() == (when, kind):
+                return
+            heapq.heappop(heap)
+
+    def _queue(self, lot: Lot) -> None:
+        due = lot.due()
+        if due is not None:
+            heapq.heappush(self.due, [due[0], due[1].value, lot.seq, lot.id])
+
+    def _count(self, lot: Lot, points: int) -> None:
+        if lot.status is LotStatus.PENDING:
+            self.pending += points
+        else:
+            self.available += points
+
+    def _close_if_empty(self, lot: Lot) -> None:
+        if lot.remaining == 0 and lot.id in self.open:
+            self.open.remove(lot.id)
+            if lot.status is LotStatus.PENDING:
+                lot.status = LotStatus.VOID

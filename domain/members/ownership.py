@@ -1,0 +1,47 @@
+"""Which member an order, a redemption or a referral code belongs to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.program import NAMESPACE
+
+
+class Ownership(Aggregate):
+    """Its id is derived from the natural key, so creating it twice conflicts in the event store:
+    that is what makes an order id unique across concurrent requests and members.
+    """
+
+    TOPIC = "domain.members:Ownership"  # as stored since before this module existed
+
+    class Created(Aggregate.Created):
+        TOPIC = "domain.members:Ownership.Created"  # unused: ownerships are created by Recorded
+
+    class Recorded(Aggregate.Created):
+        TOPIC = "domain.members:Ownership.Recorded"
+        kind: str
+        key: str
+        member_id: str
+
+    def __init__(self, kind: str, key: str, member_id: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.member_id = member_id
+
+    @staticmethod
+    def key_id(kind: str, key: str) -> UUID:
+        return uuid5(NAMESPACE, f"{kind}:{key}")
+
+    @classmethod
+    def record(cls, kind: str, key: str, member_id: str, at: datetime) -> Ownership:
+        return cls._create(
+            cls.Recorded,
+            id=cls.key_id(kind, key),
+            kind=kind,
+            key=key,
+            member_id=member_id,
+            timestamp=at,
+        )

@@ -1,0 +1,191 @@
+"""Purchases, refunds and guarantee claims as the member's ledger holds them, and their rules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from domain.analytics import Promise
+from domain.errors import Conflict
+from domain.money import ZERO, floor_whole, half_even
+from domain.program import GuaranteePolicy
+
+
+@dataclass(frozen=True)
+class LineItem:
+    sku: str
+    category: str
+    quantity: int
+    unit_price: Decimal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "category": self.category,
+            "quantity": self.quantity,
+            "unit_price": str(self.unit_price),
+        }
+
+
+@dataclass(frozen=True)
+class GuaranteeTerms:
+    """The promise sold with a purchase: the policy's terms on the day of the sale."""
+
+    policy: str
+    refund_percent: int
+    window_days: int
+    evidence_required: bool
+    expires_at: datetime
+
+    @classmethod
+    def sold(cls, policy: GuaranteePolicy, at: datetime) -> GuaranteeTerms:
+        return cls(
+            policy.name,
+            policy.refund_percent,
+            policy.window_days,
+            policy.evidence_required,
+            at + timedelta(days=policy.window_days),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "refund_percent": self.refund_percent,
+            "window_days": self.window_days,
+            "evidence_required": self.evidence_required,
+            "expires_at": self.expires_at,
+        }
+
+    def payout(self, unrefunded: Decimal, currency: str) -> Decimal:
+        return half_even(unrefunded * Decimal(self.refund_percent) / 100, currency)
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    amount: Decimal
+    requested_amount: Decimal | None
+    reason: str | None
+    occurred_at: datetime
+    at: datetime
+    recorded_at: datetime
+    points_clawed_back: int
+    tier_before: str
+    # What the refund left, so that a repeat answers as the first request did.
+    refunded_total: Decimal
+    tier_after: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim_id: str
+    evidence: str | None
+    policy: str
+    refund_percent: int
+    unrefunded: Decimal
+    payout: Decimal
+    refund_id: str
+    claimed_at: datetime
+    recorded_at: datetime
+    points_clawed_back: int
+    tier_before: str
+    tier_after: str
+
+
+@dataclass(frozen=True)
+class Purchase:
+    order_id: str
+    member_id: str
+    seq: int  # the n-th purchase of the member: where its spend sits in the running totals
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    at: datetime
+    recorded_at: datetime
+    items: list[dict[str, Any]]
+    guarantee: GuaranteeTerms | None
+    points: int
+    bonus: int
+    available_at: datetime
+    program_version: int
+    tier_before: str
+    tier_after: str
+    refunded: Decimal = ZERO
+    clawed: int = 0
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    claim: Claim | None = None
+
+    @property
+    def lot_id(self) -> str:
+        return purchase_lot(self.order_id)
+
+    def as_requested(self) -> dict[str, Any]:
+        """The purchase in the terms of its request, for comparing a repeat with it."""
+        return {
+            "amount": self.amount,
+            "currency": self.currency,
+            "occurred_at": self.occurred_at,
+            "items": self.items,
+            "guarantee": None if self.guarantee is None else self.guarantee.policy,
+        }
+
+    def promise(self) -> Promise | None:
+        """What the guarantee sold with it still promises, for the liability figures."""
+        if self.guarantee is None:
+            return None
+        return Promise(
+            policy=self.guarantee.policy,
+            refund_percent=self.guarantee.refund_percent,
+            expires_at=self.guarantee.expires_at,
+            amount=self.amount,
+            refunded=self.refunded,
+            payout=None if self.claim is None else self.claim.payout,
+        )
+
+    @property
+    def earned(self) -> int:
+        return self.points + self.bonus
+
+    @property
+    def refundable(self) -> Decimal:
+        return self.amount - self.refunded
+
+    def owed_after_refund(self, refunded: Decimal) -> int:
+        """Points the purchase must give back once ``refunded`` more is refunded: cumulative and
+        rounded up, so a full refund takes back exactly what was awarded."""
+        owed = math.ceil(self.earned * (self.refunded + refunded) / self.amount)
+        return max(owed - self.clawed, 0)
+
+    def with_refund(self, refund: Refund) -> Purchase:
+        return replace(
+            self,
+            refunded=self.refunded + refund.amount,
+            clawed=self.clawed + refund.points_clawed_back,
+            refunds={**self.refunds, refund.refund_id: refund},
+        )
+
+    def with_refund_tier(self, refund_id: str, tier: str) -> Purchase:
+        refund = replace(self.refunds[refund_id], tier_after=tier)
+        return replace(self, refunds={**self.refunds, refund_id: refund})
+
+
+def purchase_lot(order_id: str) -> str:
+    return f"purchase:{order_id}"
+
+
+def points_for(amount: Decimal, multiplier: Decimal, per_unit: int = 1) -> int:
+    """Points per whole currency unit, times the tier's multiplier, rounded down."""
+    return floor_whole(Decimal(floor_whole(amount) * per_unit) * multiplier)
+
+
+def check_same(existing: dict[str, Any], requested: dict[str, Any], what: str) -> None:
+    """Idempotency: the same id with different content is a conflict."""
+    differences = sorted(k for k in requested if existing.get(k) != requested[k])
+    if differences:
+        raise Conflict(
+            f"{what} was already recorded with a different {', '.join(differences)}",
+            differences[0],
+        )
