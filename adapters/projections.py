@@ -24,7 +24,9 @@ from eventsourcing.utils import get_topic
 
 from adapters.background import BackgroundLoop
 from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
-from domain import referrals
+
+# The rows keep the API's answers: the projection renders them as the API does.
+from api import representations
 from domain.ledger import Ledger
 from domain.members import Member, Terms, member_uuid
 from domain.program import PROGRAM_ID, Program
@@ -174,9 +176,10 @@ class MemberStatusProjection(Projection[MemberStatusView]):
             if member is None or member.version != entry.version:
                 member = self.ledger.repository.get(entry.uid, version=entry.version)
             members.append(member_row(member, entry))
-            currency = entry.terms.rules.currency
             purchases.extend(
-                PurchaseRow(order_id, member.member_id, member.purchase_view(order_id, currency))
+                PurchaseRow(
+                    order_id, member.member_id, representations.purchase(member.purchases[order_id])
+                )
                 for order_id in sorted(entry.orders)
             )
         return members, purchases
@@ -356,17 +359,16 @@ def member_row(member: Member, entry: Touched) -> MemberStatusRow:
     future = member.projected(moment, terms)  # rewards due by then read as given, as live
     return MemberStatusRow(
         member_id=member.member_id,
-        status=future.status(moment, terms),
+        status=representations.status(future.status(moment, terms)),
         version=member.version,
         updated_at=moment,
         applied=entry.applied,
         program_version=terms.version,
         valid_until=future.status_changes_at(moment, terms),
         referrals=plain(
-            [
-                {**referrals.referral_view(future.referrals[r], member.member_id), "seq": i}
-                for i, r in enumerate(future.referral_order, start=1)
-            ]
+            representations.referrals(
+                member.member_id, [future.referrals[r] for r in future.referral_order]
+            )
         )
         if future.referral_order
         else [],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, g
 
@@ -14,6 +15,7 @@ from api.metrics import Metrics
 if TYPE_CHECKING:
     from domain.clock import Clock
     from domain.ledger import Ledger
+from domain.writes import Written
 
 EXTENSION = "daifuku"
 
@@ -28,6 +30,9 @@ class Backend:
     metrics: Metrics
     views: MemberStatusView | None = None  # None: every read is answered by the ledger
     read_wait_seconds: float = 2.0
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,13 @@ def ledger() -> Ledger:
     return backend().ledger
 
 
-def with_position(result: dict[str, Any]) -> dict[str, Any]:
-    """A write's response, with where the write was recorded (for ``?after=``)."""
-    return {**result, "position": ledger().last_position()}
+def answer(
+    written: Written[T], represent: Callable[[T], dict[str, Any]]
+) -> tuple[dict[str, Any], int]:
+    """A write's response: 201 when it recorded something, 200 for a repeat, with where the
+    write was recorded (for ``?after=``)."""
+    body = {**represent(written.value), "position": written.position}
+    return body, 201 if written.created else 200
 
 
 def cause() -> str:

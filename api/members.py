@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from adapters.keys import mint_member_token
-from api import reads
+from api import reads, representations
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import backend, cause, ledger, with_position
+from api.context import answer, backend, cause, ledger
 from api.problems import invalid
 from api.schemas import (
     EnrolmentRequest,
@@ -43,14 +43,14 @@ CURSOR_PREFIX = "after:"
 @blp.alt_response(200, schema=MemberStatus, description="Already enrolled with the same data")
 def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Enrol a member under the storefront's own customer id"""
-    status, created = ledger().enrol(
+    written = ledger().enrol(
         body["member_id"],
         body["email"],
         body.get("name"),
         cause=cause(),
         referral_code=body.get("referral_code"),
     )
-    return status, 201 if created else 200
+    return representations.status(written.value), 201 if written.created else 200
 
 
 @blp.route("/<id:member_id>")
@@ -61,7 +61,7 @@ def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """A member's tier, points and stage, now or as of a past instant"""
     as_of = query.get("as_of")
     if as_of is not None:
-        return ledger().member_status(member_id, as_of=as_of)
+        return representations.status(ledger().member_status(member_id, as_of=as_of))
     return reads.member_status(member_id, query.get("after"))
 
 
@@ -116,14 +116,14 @@ def mint_token(body: dict[str, Any], member_id: str) -> dict[str, Any]:
 @blp.alt_response(200, schema=RedemptionView, description="Already redeemed with the same data")
 def redeem(body: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
     """Spend available points on a reward or a plain number of points (oldest lots first)"""
-    redemption, created = ledger().redeem(
+    written = ledger().redeem(
         member_id,
         body["redemption_id"],
         reward=body.get("reward"),
         points=body.get("points"),
         cause=cause(),
     )
-    return with_position(redemption), 201 if created else 200
+    return answer(written, representations.redemption)
 
 
 def _cursor(version: int) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from api import reads
+from api import reads, representations
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import cause, ledger, with_position
+from api.context import answer, cause, ledger
 from api.schemas import (
     ClaimRequest,
     ClaimResponse,
@@ -36,7 +36,7 @@ blp = ApiBlueprint(
 def record_purchase(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Record a purchase and award its points (pending until the return window ends)"""
     items = body.get("items")
-    purchase, created = ledger().record_purchase(
+    written = ledger().record_purchase(
         order_id=body["order_id"],
         member_id=body["member_id"],
         amount=body["amount"],
@@ -46,7 +46,7 @@ def record_purchase(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         guarantee=body.get("guarantee"),
         cause=cause(),
     )
-    return with_position(purchase), 201 if created else 200
+    return answer(written, representations.recorded_purchase)
 
 
 @blp.route("/<id:order_id>")
@@ -65,14 +65,15 @@ def purchase(query: dict[str, Any], order_id: str) -> dict[str, Any]:
 @blp.alt_response(200, schema=RefundRecorded, description="Already refunded with the same data")
 def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
     """Refund part or (by default) the rest of an order; points are clawed back pro rata"""
-    refunded, created = ledger().refund(
+    refund_id = body["refund_id"]
+    written = ledger().refund(
         order_id,
-        body["refund_id"],
+        refund_id,
         amount=body.get("amount"),
         reason=body.get("reason"),
         cause=cause(),
     )
-    return with_position(refunded), 201 if created else 200
+    return answer(written, lambda bought: representations.recorded_refund(bought, refund_id))
 
 
 @blp.route("/<id:order_id>/guarantee-claims", methods=["POST"])
@@ -82,7 +83,7 @@ def refund(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
 @blp.alt_response(200, schema=ClaimResponse, description="Already claimed with the same data")
 def claim(body: dict[str, Any], order_id: str) -> tuple[dict[str, Any], int]:
     """Claim the purchase's guarantee inside its window: payout, refund and clawback"""
-    claimed, created = ledger().claim_guarantee(
+    written = ledger().claim_guarantee(
         order_id, body["claim_id"], evidence=body.get("evidence"), cause=cause()
     )
-    return with_position(claimed), 201 if created else 200
+    return answer(written, representations.claim)

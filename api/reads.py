@@ -18,6 +18,7 @@ from typing import Any
 from flask import g
 
 from adapters.views import MemberStatusView
+from api import representations
 from api.context import backend
 from api.problems import invalid
 from domain import analytics, value
@@ -37,7 +38,7 @@ def member_status(member_id: str, after: int | None) -> dict[str, Any]:
             _served("view")
             return {**row.status, "as_of": now}
     _served("ledger")
-    return found.ledger.member_status(member_id)
+    return representations.status(found.ledger.member_status(member_id))
 
 
 def referrals(member_id: str, after: int | None, start: int, limit: int) -> list[dict[str, Any]]:
@@ -50,7 +51,8 @@ def referrals(member_id: str, after: int | None, start: int, limit: int) -> list
             _served("view")
             return [dict(item) for item in row.referrals[start : start + limit]]
     _served("ledger")
-    return found.ledger.referrals(member_id, after=start, limit=limit)
+    made = found.ledger.referrals(member_id, after=start, limit=limit)
+    return representations.referrals(member_id, made, after=start)
 
 
 def purchase(order_id: str, after: int | None) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def purchase(order_id: str, after: int | None) -> dict[str, Any]:
             _served("view")
             return row.purchase
     _served("ledger")
-    return found.ledger.purchase(order_id)
+    return representations.purchase(found.ledger.purchase(order_id))
 
 
 def analytics_summary() -> dict[str, Any]:
@@ -79,17 +81,21 @@ def analytics_summary() -> dict[str, Any]:
     if position is None:  # never built, or being rebuilt: the ledger answers
         _served("ledger")
         return {**found.ledger.analytics_summary(), "position": None}
-    statuses = [
-        row.status
+    holdings = [
+        holding(row.status)
         if row.holds_at(now, terms.version)
-        else found.ledger.member_status(row.member_id)
+        else found.ledger.member_status(row.member_id).holding()
         for row in rows
     ]
-    funnel = analytics.funnel_counts(referral for row in rows for referral in row.referrals)
+    funnel = analytics.funnel_counts(
+        [step for step in analytics.FUNNEL[1:] if referral[f"{step}_at"] is not None]
+        for row in rows
+        for referral in row.referrals
+    )
     promises = [promise(row.purchase) for row in purchases if row.purchase["guarantee"] is not None]
     _served("view")
     return {
-        **analytics.summary(now, terms.rules, statuses, promises, funnel),
+        **analytics.summary(now, terms.rules, holdings, promises, funnel),
         "position": position,
     }
 
@@ -110,11 +116,19 @@ def customer_value(value_class: str | None, start: int, limit: int) -> dict[str,
         row = rows[member_id]
         if row.holds_at(now, terms.version):
             return str(row.status["stage"])
-        return str(found.ledger.member_status(member_id)["stage"])
+        return found.ledger.member_status(member_id).stage.value
 
     facts = [value.MemberFacts.from_dict(row.value) for row in rows.values()]
     _served("view")
     return value.report(facts, now, terms.rules, stage_of, value_class, start, limit)
+
+
+def holding(status: dict[str, Any]) -> analytics.Holding:
+    """What a member's stored status adds to the summary."""
+    points = status["points"]
+    return analytics.Holding(
+        status["tier"]["name"], status["stage"], points["available"], points["pending"]
+    )
 
 
 def promise(purchase: dict[str, Any]) -> analytics.Promise:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from api import representations
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import cause, ledger, with_position
+from api.context import answer, cause, ledger
 from api.schemas import RedemptionView
 
 blp = ApiBlueprint(
@@ -23,5 +24,5 @@ blp = ApiBlueprint(
 @blp.alt_response(200, schema=RedemptionView, description="Already cancelled")
 def cancel(redemption_id: str) -> tuple[dict[str, Any], int]:
     """Cancel a redemption and give its points back"""
-    redemption, created = ledger().cancel_redemption(redemption_id, cause=cause())
-    return with_position(redemption), 201 if created else 200
+    written = ledger().cancel_redemption(redemption_id, cause=cause())
+    return answer(written, representations.redemption)

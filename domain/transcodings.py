@@ -37,7 +37,7 @@ class AttributesTranscoding(Transcoding):
         return dict(vars(obj))
 
     def decode(self, data: dict[str, Any]) -> Any:
-        obj = object.__new__(self.type)
+        obj: Any = object.__new__(self.type)
         vars(obj).update(data)
         return obj
 

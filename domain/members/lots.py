@@ -11,6 +11,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, IntEnum
+from typing import Any
 
 
 class LotStatus(Enum):
@@ -71,7 +72,10 @@ class PointLots:
         self.available = 0
         self.debt = 0
         # [due time, kind, seq, lot id]; lists, since snapshots store them as JSON arrays.
-        self.due: list[list[object]] = []
+        self.due: list[list[Any]] = []
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
 
     def resolve(self, ref: str) -> str:
         """The id of the lot an event names (an id, or ``#<n>`` in events stored before ids)."""

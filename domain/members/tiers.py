@@ -28,6 +28,9 @@ class SpendHistory:
         self.times: list[datetime] = []
         self.totals: list[Decimal] = [ZERO]
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
     def add(self, at: datetime, amount: Decimal) -> None:
         self.times.append(at)
         self.totals.append(self.totals[-1] + amount)
@@ -60,6 +63,9 @@ class TierStanding:
         self.since = at
         self.review_at: datetime | None = None
         self.upgrades: list[Upgrade] = []
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
 
     def upgrade(self, to_tier: str, at: datetime, review_at: datetime) -> None:
         self.upgrades.append(Upgrade(self.tier, self.since, self.review_at, at))

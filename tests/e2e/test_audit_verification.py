@@ -13,6 +13,7 @@ import pytest
 
 from adapters.views import open_member_status_view
 from api.cli import main
+from tests.answers import answers
 from tests.e2e.assertions import assert_problem
 from tests.e2e.conftest import Server
 
@@ -82,7 +83,7 @@ def test_the_project_command_follows_the_log_and_stops_on_a_signal(
             assert time.monotonic() < deadline, "the worker did not catch up"
             assert worker.poll() is None, worker.communicate()[0]
             time.sleep(0.05)
-        assert view.get("ann") == history.ledger.member_status("ann")
+        assert view.get("ann") == answers(history.ledger).member_status("ann")
     finally:
         view.close()
         worker.send_signal(signal.SIGTERM)

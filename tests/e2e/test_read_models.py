@@ -20,6 +20,7 @@ from api.bootstrap import bootstrap
 from api.reads import READ_FROM_HEADER
 from domain.clock import FixedClock
 from domain.program import ProgramRules
+from tests.answers import answers
 from tests.e2e.assertions import assert_problem
 from tests.e2e.conftest import START, Server
 
@@ -99,7 +100,7 @@ def test_status_reads_come_from_the_view_once_it_has_the_write(
     project(server, views)
     source, viewed = read(server, f"{path}?after={bought['position']}")
     assert source == "view"
-    assert viewed == server.ledger.member_status("ann") == fresh
+    assert viewed == answers(server.ledger).member_status("ann") == fresh
 
 
 def test_a_worker_in_the_background_serves_read_your_writes(
@@ -152,7 +153,7 @@ def test_the_ledger_answers_when_time_has_moved_past_the_stored_status(
     source, status = read(server, "/v1/members/ann")
     assert source == "ledger"
     assert (status["points"]["available"], status["points"]["pending"]) == (120, 0)
-    assert status == server.ledger.member_status("ann")
+    assert status == answers(server.ledger).member_status("ann")
 
 
 def test_the_ledger_answers_under_a_program_version_the_view_has_not_seen(

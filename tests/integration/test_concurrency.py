@@ -19,6 +19,7 @@ from domain.clock import FixedClock
 from domain.errors import Conflict
 from domain.ledger import Ledger
 from domain.members import member_uuid
+from tests.answers import answers
 
 from .ledgers import START, open_ledger
 
@@ -48,22 +49,22 @@ def all_at_once(calls: list[Callable[[], T]]) -> list[T | BaseException]:
 
 
 def purchase(ledger: Ledger, order_id: str, member_id: str, amount: str = "10.00") -> Any:
-    return lambda: ledger.record_purchase(
+    return lambda: answers(ledger).record_purchase(
         order_id, member_id, Decimal(amount), "USD", None, [], None, "t"
     )
 
 
 def coffee(ledger: Ledger, redemption_id: str) -> Any:
-    return lambda: ledger.redeem("m1", redemption_id, "coffee", None, "t")
+    return lambda: answers(ledger).redeem("m1", redemption_id, "coffee", None, "t")
 
 
 def enrolled(ledger: Ledger, *member_ids: str) -> None:
     for member_id in member_ids:
-        ledger.enrol(member_id, f"{member_id}@example.com", None, "t")
+        answers(ledger).enrol(member_id, f"{member_id}@example.com", None, "t")
 
 
 def check_purchases_landed(ledger: Ledger, member_id: str, orders: int, each: int) -> None:
-    status = ledger.member_status(member_id)
+    status = answers(ledger).member_status(member_id)
     assert status["points"]["pending"] == orders * each
     assert status["points"]["lifetime_earned"] == orders * each
     assert status["tier"]["qualifying_spend"] == f"{orders * each}.00"
@@ -115,9 +116,9 @@ def test_one_order_for_two_members_at_once_goes_to_exactly_one(
         }
         assert all(isinstance(r, Conflict) for r in results if not isinstance(r, tuple)), results
         assert sum(isinstance(r, Conflict) for r in results) == THREADS // 2
-        assert ledger.purchase("o-1")["member_id"] == winner
+        assert answers(ledger).purchase("o-1")["member_id"] == winner
         check_purchases_landed(ledger, winner, 1, 10)
-        assert ledger.member_status(loser)["points"]["lifetime_earned"] == 0
+        assert answers(ledger).member_status(loser)["points"]["lifetime_earned"] == 0
         assert ledger.member_events(loser)[-1]["type"] == "Enrolled"
 
 
@@ -144,7 +145,7 @@ def test_two_processes_posting_different_purchases_for_one_member_lose_none(
     clock = FixedClock(START)
     with two_servers(postgres_url, clock) as (a, b):
         enrolled(a, "m1")
-        b.member_status("m1")  # both caches hold the member before the race
+        answers(b).member_status("m1")  # both caches hold the member before the race
         calls = [
             purchase(a if t % 2 else b, f"o-{t}-{n}", "m1")
             for t in range(THREADS)
@@ -162,7 +163,7 @@ def test_two_processes_posting_the_same_order_record_it_once(postgres_url: str) 
     clock = FixedClock(START)
     with two_servers(postgres_url, clock) as (a, b):
         enrolled(a, "m1")
-        b.member_status("m1")
+        answers(b).member_status("m1")
         for n in range(5):
             results = all_at_once(
                 [purchase(a if t % 2 else b, f"o-{n}", "m1") for t in range(THREADS)]
@@ -187,9 +188,9 @@ def test_two_processes_posting_one_order_for_two_members_give_it_to_one(
             assert succeeded[0][1] is True
             assert sum(isinstance(r, Conflict) for r in results) == 1, results
             winner = succeeded[0][0]["member_id"]
-            assert a.purchase(order_id)["member_id"] == winner
-            assert b.purchase(order_id)["member_id"] == winner
-        total = sum(a.member_status(m)["points"]["lifetime_earned"] for m in ("m1", "m2"))
+            assert answers(a).purchase(order_id)["member_id"] == winner
+            assert answers(b).purchase(order_id)["member_id"] == winner
+        total = sum(answers(a).member_status(m)["points"]["lifetime_earned"] for m in ("m1", "m2"))
         assert total == 5 * 10
 
 
@@ -197,11 +198,11 @@ def test_two_processes_redeeming_at_once_never_overspend(postgres_url: str) -> N
     clock = FixedClock(START)
     with two_servers(postgres_url, clock) as (a, b):
         enrolled(a, "m1")
-        a.record_purchase("o-1", "m1", Decimal("1000.00"), "USD", None, [], None, "t")
+        answers(a).record_purchase("o-1", "m1", Decimal("1000.00"), "USD", None, [], None, "t")
         clock.advance(timedelta(days=30))
-        b.member_status("m1")
+        answers(b).member_status("m1")
         results = all_at_once([coffee(a if t % 2 else b, f"red-{t}") for t in range(THREADS)])
         redeemed = [r for r in results if isinstance(r, tuple)]
         assert len(redeemed) == 2, results  # 1,000 points buy two coffees of 500
-        assert a.member_status("m1")["points"]["available"] == 0
-        assert b.member_status("m1")["points"]["redeemed"] == 1000
+        assert answers(a).member_status("m1")["points"]["available"] == 0
+        assert answers(b).member_status("m1")["points"]["redeemed"] == 1000

@@ -10,6 +10,7 @@ import pytest
 from domain.clock import FixedClock
 from domain.errors import Conflict
 from domain.members import LineItem, member_uuid
+from tests.answers import answers
 
 from .ledgers import START, open_ledger, snapshot_versions, state
 
@@ -20,27 +21,31 @@ def test_a_purchase_refund_redemption_round_trip_reloads_in_a_fresh_ledger(
     clock = FixedClock(START)
     books = [LineItem("b-1", "books", 1, Decimal("100.00"))]
     with open_ledger(database_url, clock) as ledger:
-        ledger.enrol("m1", "m1@example.com", "Ann", "t")
-        ledger.enrol("m2", "m2@example.com", None, "t")
-        ledger.record_purchase("o-1", "m1", Decimal("100.00"), "USD", None, books, None, "t")
+        answers(ledger).enrol("m1", "m1@example.com", "Ann", "t")
+        answers(ledger).enrol("m2", "m2@example.com", None, "t")
+        answers(ledger).record_purchase(
+            "o-1", "m1", Decimal("100.00"), "USD", None, books, None, "t"
+        )
         clock.advance(timedelta(days=10))
-        bought, _ = ledger.record_purchase(
+        bought, _ = answers(ledger).record_purchase(
             "o-2", "m1", Decimal("600.00"), "USD", None, [], "satisfaction", "t"
         )
         assert (bought["points_awarded"], bought["tier"]) == (600, "silver")
         clock.advance(timedelta(days=40))  # day 50: both lots available, 750 points
-        assert ledger.redeem("m1", "red-1", "coffee", None, "t")[0]["points_available"] == 250
-        assert ledger.redeem("m1", "red-2", None, 100, "t")[0]["points_available"] == 150
-        assert ledger.cancel_redemption("red-2", "t")[0]["points_available"] == 250
-        refunded, _ = ledger.refund("o-2", "r-1", Decimal("300.00"), "too big", "t")
+        assert (
+            answers(ledger).redeem("m1", "red-1", "coffee", None, "t")[0]["points_available"] == 250
+        )
+        assert answers(ledger).redeem("m1", "red-2", None, 100, "t")[0]["points_available"] == 150
+        assert answers(ledger).cancel_redemption("red-2", "t")[0]["points_available"] == 250
+        refunded, _ = answers(ledger).refund("o-2", "r-1", Decimal("300.00"), "too big", "t")
         # ceil(600 x 300 / 600) = 300: 150 from its own lot, 100 from the returned lot, 50 owed.
         assert refunded["points_clawed_back"] == 300
         assert (refunded["tier"], refunded["tier_changed"]) == ("bronze", True)
         day_50 = clock.now()
         clock.advance(timedelta(days=1))
         assert ledger.record_due() == 0
-        status = ledger.member_status("m1")
-        purchases = [ledger.purchase("o-1"), ledger.purchase("o-2")]
+        status = answers(ledger).member_status("m1")
+        purchases = [answers(ledger).purchase("o-1"), answers(ledger).purchase("o-2")]
         events = ledger.member_events("m1")
     assert status["points"] == {
         "available": -50,
@@ -67,22 +72,27 @@ def test_a_purchase_refund_redemption_round_trip_reloads_in_a_fresh_ledger(
     ]
 
     with open_ledger(database_url, clock) as fresh:
-        assert fresh.member_status("m1") == status
-        assert [fresh.purchase("o-1"), fresh.purchase("o-2")] == purchases
+        assert answers(fresh).member_status("m1") == status
+        assert [answers(fresh).purchase("o-1"), answers(fresh).purchase("o-2")] == purchases
         assert fresh.member_events("m1") == events
-        assert fresh.member_status("m1", as_of=day_50) == {**status, "as_of": day_50.isoformat()}
+        assert answers(fresh).member_status("m1", as_of=day_50) == {
+            **status,
+            "as_of": day_50.isoformat(),
+        }
         # Idempotency and ownership survive the restart too.
-        again, created = fresh.record_purchase(
+        again, created = answers(fresh).record_purchase(
             "o-2", "m1", Decimal("600.00"), "USD", None, [], "satisfaction", "t"
         )
         assert (created, again) == (False, bought)
-        assert fresh.refund("o-2", "r-1", Decimal("300.00"), "too big", "t")[1] is False
-        assert fresh.redeem("m1", "red-1", "coffee", None, "t")[1] is False
-        assert fresh.cancel_redemption("red-2", "t")[1] is False
+        assert answers(fresh).refund("o-2", "r-1", Decimal("300.00"), "too big", "t")[1] is False
+        assert answers(fresh).redeem("m1", "red-1", "coffee", None, "t")[1] is False
+        assert answers(fresh).cancel_redemption("red-2", "t")[1] is False
         with pytest.raises(Conflict):
-            fresh.record_purchase("o-1", "m2", Decimal("100.00"), "USD", None, books, None, "t")
+            answers(fresh).record_purchase(
+                "o-1", "m2", Decimal("100.00"), "USD", None, books, None, "t"
+            )
         with pytest.raises(Conflict):
-            fresh.redeem("m2", "red-1", "coffee", None, "t")
+            answers(fresh).redeem("m2", "red-1", "coffee", None, "t")
         assert fresh.member_events("m1") == events
 
 
@@ -91,17 +101,17 @@ def test_a_long_history_is_snapshotted_and_reloads_identically(database_url: str
     uid = member_uuid("m1")
     categories = ["books", "toys", "garden", "food"]
     with open_ledger(database_url, clock) as ledger:
-        ledger.enrol("m1", "m1@example.com", None, "t")
+        answers(ledger).enrol("m1", "m1@example.com", None, "t")
         for n in range(140):
             clock.advance(timedelta(days=1))
             items = [LineItem(f"s-{n}", categories[n % 4], 1, Decimal("3.00"))]
-            ledger.record_purchase(
+            answers(ledger).record_purchase(
                 f"o-{n}", "m1", Decimal("3.00"), "USD", None, items, None, "t"
             )  # earlier lots become available in between: two events a day
             if n % 40 == 39:
-                ledger.redeem("m1", f"red-{n}", None, 20, "t")
-                ledger.refund(f"o-{n - 1}", f"r-{n}", Decimal("1.00"), None, "t")
-        live = ledger.member_status("m1")
+                answers(ledger).redeem("m1", f"red-{n}", None, 20, "t")
+                answers(ledger).refund(f"o-{n - 1}", f"r-{n}", Decimal("1.00"), None, "t")
+        live = answers(ledger).member_status("m1")
         version = ledger.repository.get(uid).version
     assert version > 250
     taken = snapshot_versions(database_url, uid)
@@ -122,7 +132,7 @@ def test_a_long_history_is_snapshotted_and_reloads_identically(database_url: str
         from_events = replay.repository.get(uid)
         assert reloaded.version == from_events.version == version
         assert state(reloaded) == state(from_events)
-        assert fresh.member_status("m1") == live
+        assert answers(fresh).member_status("m1") == live
         # The snapshot itself holds exactly the member at its version.
         latest = next(iter(fresh.snapshots.get(uid, desc=True, limit=1)))
         assert state(latest.mutate(None)) == state(

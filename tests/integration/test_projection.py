@@ -22,6 +22,7 @@ from adapters.views import MemberStatusView, open_member_status_view
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 from domain.program import ProgramRules
+from tests.answers import answers
 
 from .ledgers import START, open_ledger
 
@@ -49,24 +50,26 @@ class CrashingProjection(MemberStatusProjection):
 
 def record_history(ledger: Ledger, clock: FixedClock) -> None:
     """Enrolments, a referral, purchases, a new program version, refunds, redemptions, expiry."""
-    ledger.enrol("ann", "ann@example.com", "Ann", "t")
-    ledger.enrol("bob", "bob@example.com", None, "t")
-    code = ledger.member_status("ann")["referral_code"]
-    ledger.enrol("cat", "cat@example.com", "Cat", "t", referral_code=code)
-    ledger.record_purchase("o-1", "ann", Decimal("120.00"), "USD", None, [], None, "t")
-    ledger.record_purchase("o-2", "cat", Decimal("80.00"), "USD", None, [], None, "t")
+    answers(ledger).enrol("ann", "ann@example.com", "Ann", "t")
+    answers(ledger).enrol("bob", "bob@example.com", None, "t")
+    code = answers(ledger).member_status("ann")["referral_code"]
+    answers(ledger).enrol("cat", "cat@example.com", "Cat", "t", referral_code=code)
+    answers(ledger).record_purchase("o-1", "ann", Decimal("120.00"), "USD", None, [], None, "t")
+    answers(ledger).record_purchase("o-2", "cat", Decimal("80.00"), "USD", None, [], None, "t")
     clock.advance(timedelta(days=3))
-    ledger.record_purchase("o-3", "bob", Decimal("650.00"), "USD", None, [], "satisfaction", "t")
+    answers(ledger).record_purchase(
+        "o-3", "bob", Decimal("650.00"), "USD", None, [], "satisfaction", "t"
+    )
     ledger.publish_program(replace(ProgramRules(), return_window_days=7), "t")
-    ledger.enrol("dan", "dan@example.com", None, "t")
-    ledger.record_purchase("o-4", "ann", Decimal("40.00"), "USD", None, [], None, "t")
+    answers(ledger).enrol("dan", "dan@example.com", None, "t")
+    answers(ledger).record_purchase("o-4", "ann", Decimal("40.00"), "USD", None, [], None, "t")
     clock.advance(timedelta(days=40))
     ledger.record_due()
-    ledger.redeem("bob", "red-1", None, 100, "t")
-    ledger.refund("o-3", "r-1", Decimal("100.00"), "too big", "t")
+    answers(ledger).redeem("bob", "red-1", None, 100, "t")
+    answers(ledger).refund("o-3", "r-1", Decimal("100.00"), "too big", "t")
     clock.advance(timedelta(days=400))
     ledger.record_due()
-    ledger.record_purchase("o-5", "cat", Decimal("10.00"), "USD", None, [], None, "t")
+    answers(ledger).record_purchase("o-5", "cat", Decimal("10.00"), "USD", None, [], None, "t")
 
 
 @pytest.fixture
@@ -104,11 +107,11 @@ def test_the_view_is_each_members_status_as_of_its_latest_event(
     assert view.max_tracking_id(ledger.name) == head
     assert [row.member_id for row in view.all()] == sorted(MEMBERS)
     for row in view.all():
-        expected = ledger.member_status(row.member_id, as_of=row.updated_at)
+        expected = answers(ledger).member_status(row.member_id, as_of=row.updated_at)
         assert {**row.status, "as_of": None} == {**expected, "as_of": None}, row.member_id
         assert row.version == len(ledger.member_events(row.member_id, limit=1000))
     # A member whose latest event is now reads the same from the view as from the ledger.
-    assert view.get("cat") == ledger.member_status("cat")
+    assert view.get("cat") == answers(ledger).member_status("cat")
     assert view.get("nobody") is None
     assert catch_up(ledger, view) == 0  # nothing new: nothing applied again
 
@@ -222,7 +225,7 @@ def test_the_verification_replays_only_up_to_the_live_views_position(
 ) -> None:
     ledger, view = history
     catch_up(ledger, view)
-    ledger.record_purchase("o-9", "dan", Decimal("70.00"), "USD", None, [], None, "t")
+    answers(ledger).record_purchase("o-9", "dan", Decimal("70.00"), "USD", None, [], None, "t")
     result = verify_member_status(ledger, view)  # the worker has not seen o-9 yet
     assert result.mismatches == []
     assert result.events == view.max_tracking_id(ledger.name)

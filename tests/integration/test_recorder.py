@@ -14,6 +14,7 @@ from adapters.projections import MemberStatusProjection, ProjectionWorker
 from adapters.recorders import LockedInsertApplicationRecorder
 from adapters.views import open_member_status_view
 from domain.clock import FixedClock
+from tests.answers import answers
 
 from .ledgers import START, open_ledger
 
@@ -34,7 +35,7 @@ def test_the_ledger_inserts_through_the_locked_function_not_the_library_pipeline
         recorder = ledger.recorder
         assert isinstance(recorder, LockedInsertApplicationRecorder)
         monkeypatch.setattr(PostgresApplicationRecorder, "insert_events", library_insert)
-        ledger.enrol("m1", "m1@example.com", "Ann", "t")
+        answers(ledger).enrol("m1", "m1@example.com", "Ann", "t")
         first = recorder.max_notification_id() or 0
         ids = recorder.insert_events(events(uuid.uuid4(), 1, 2), tracking=None)
         assert ids == [first + 1, first + 2]
@@ -124,7 +125,7 @@ def test_a_view_read_is_one_statement_without_a_transaction(
 ) -> None:
     """BEGIN and ROLLBACK around a one-row read would be two more round trips per read."""
     with open_ledger(postgres_url, FixedClock(START)) as ledger:
-        ledger.enrol("m1", "m1@example.com", "Ann", "t")
+        answers(ledger).enrol("m1", "m1@example.com", "Ann", "t")
         view = open_member_status_view(ledger.env)
         try:
             ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up()

@@ -14,6 +14,7 @@ from typing import Any
 
 from domain.clock import FixedClock
 from domain.ledger import Ledger
+from tests.answers import answers
 
 from .ledgers import START, open_ledger
 from .test_concurrency import all_at_once, two_servers
@@ -30,30 +31,32 @@ def friend(n: int) -> str:
 
 def enrol_friends(ledger: Ledger, referrer: str = "ann") -> None:
     """The referrer and 30 friends, each enrolled with the referrer's code."""
-    ledger.enrol(referrer, f"{referrer}@example.com", None, "t")
-    code = ledger.member_status(referrer)["referral_code"]
+    answers(ledger).enrol(referrer, f"{referrer}@example.com", None, "t")
+    code = answers(ledger).member_status(referrer)["referral_code"]
     for n in range(FRIENDS):
-        _, created = ledger.enrol(friend(n), f"{friend(n)}@example.com", None, "t", code.lower())
+        _, created = answers(ledger).enrol(
+            friend(n), f"{friend(n)}@example.com", None, "t", code.lower()
+        )
         assert created
-    states = [r["state"] for r in ledger.referrals(referrer, limit=1000)]
+    states = [r["state"] for r in answers(ledger).referrals(referrer, limit=1000)]
     assert states == ["registered"] * FRIENDS
 
 
 def enrolment(ledger: Ledger, n: int, code: str) -> Any:
-    return lambda: ledger.enrol(friend(n), f"{friend(n)}@example.com", None, "t", code)
+    return lambda: answers(ledger).enrol(friend(n), f"{friend(n)}@example.com", None, "t", code)
 
 
 def qualifying_purchase(ledger: Ledger, n: int) -> Any:
-    return lambda: ledger.record_purchase(
+    return lambda: answers(ledger).record_purchase(
         f"F-{n:02d}", friend(n), Decimal("50.00"), "USD", None, [], None, f"buy-{n}"
     )
 
 
 def check_cap_held(ledger: Ledger, referrer: str = "ann") -> set[str]:
     """Exactly 20 rewards and 10 capped, the same in both members' ledgers; the rewarded friends."""
-    referrals = ledger.referrals(referrer, limit=1000)
+    referrals = answers(ledger).referrals(referrer, limit=1000)
     assert Counter(r["state"] for r in referrals) == {"qualified": CAP, "capped": FRIENDS - CAP}
-    points = ledger.member_status(referrer)["points"]
+    points = answers(ledger).member_status(referrer)["points"]
     assert points["pending"] == CAP * REFERRER_POINTS
     assert points["lifetime_earned"] == CAP * REFERRER_POINTS
     assert [lot["points"] for lot in points["pending_lots"]] == [REFERRER_POINTS] * CAP
@@ -72,7 +75,7 @@ def check_cap_held(ledger: Ledger, referrer: str = "ann") -> set[str]:
         rewarded = friend(n) in qualified
         assert kinds.count("RefereeRewardPending") == int(rewarded), kinds
         assert kinds.count("RefereeReferralCapped") == int(not rewarded), kinds
-        pending = ledger.member_status(friend(n))["points"]["pending"]
+        pending = answers(ledger).member_status(friend(n))["points"]["pending"]
         assert pending == 50 + (REFEREE_POINTS if rewarded else 0)
     return qualified
 
@@ -81,9 +84,9 @@ def check_rewards_recorded_once(ledger: Ledger, qualified: set[str], referrer: s
     events = ledger.member_events(referrer, limit=1000)
     rewarded = [e["data"]["referee_id"] for e in events if e["type"] == "ReferralRewarded"]
     assert sorted(rewarded) == sorted(qualified)
-    points = ledger.member_status(referrer)["points"]
+    points = answers(ledger).member_status(referrer)["points"]
     assert (points["available"], points["pending"]) == (CAP * REFERRER_POINTS, 0)
-    states = Counter(r["state"] for r in ledger.referrals(referrer, limit=1000))
+    states = Counter(r["state"] for r in answers(ledger).referrals(referrer, limit=1000))
     assert states == {"rewarded": CAP, "capped": FRIENDS - CAP}
 
 
@@ -108,7 +111,7 @@ def test_two_processes_qualifying_thirty_friends_at_once_give_twenty_rewards(
         enrol_friends(a)
         # Both caches hold the referrer and every friend before the race.
         for member_id in ["ann"] + [friend(n) for n in range(FRIENDS)]:
-            b.member_status(member_id)
+            answers(b).member_status(member_id)
         results = all_at_once([qualifying_purchase(a if n % 2 else b, n) for n in range(FRIENDS)])
         assert all(isinstance(r, tuple) and r[1] is True for r in results), results
         qualified = check_cap_held(a)
@@ -129,12 +132,12 @@ def test_two_processes_enrolling_thirty_friends_with_one_code_at_once_register_t
 ) -> None:
     clock = FixedClock(START)
     with two_servers(postgres_url, clock) as (a, b):
-        a.enrol("ann", "ann@example.com", None, "t")
-        code = b.member_status("ann")["referral_code"]
+        answers(a).enrol("ann", "ann@example.com", None, "t")
+        code = answers(b).member_status("ann")["referral_code"]
         results = all_at_once([enrolment(a if n % 2 else b, n, code) for n in range(FRIENDS)])
         assert all(isinstance(r, tuple) and r[1] is True for r in results), results
         for ledger in (a, b):
-            referrals = ledger.referrals("ann", limit=1000)
+            referrals = answers(ledger).referrals("ann", limit=1000)
             assert sorted(r["referee_id"] for r in referrals) == [friend(n) for n in range(FRIENDS)]
             assert {r["state"] for r in referrals} == {"registered"}
             events = ledger.member_events("ann", limit=1000)

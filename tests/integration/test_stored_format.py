@@ -7,13 +7,14 @@ import zlib
 
 from adapters.settings import Settings
 from api.bootstrap import bootstrap
+from tests.answers import answers
 
 
 def test_events_are_stored_as_zlib_compressed_json(database_url: str) -> None:
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
     ledger, keys, _ = bootstrap(settings, environ={})
     try:
-        ledger.enrol("ann", "ann@example.com", None, "t")
+        answers(ledger).enrol("ann", "ann@example.com", None, "t")
         stored = ledger.recorder.select_notifications(start=1, limit=100)
         enrolled = [n for n in stored if n.topic.endswith("Member.Enrolled")]
         assert len(enrolled) == 1
