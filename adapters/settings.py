@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_SQLITE_PATH = Path("var") / "daifuku.db"
@@ -99,6 +101,22 @@ class Database:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything the server takes from the environment, read once, in ``from_environ``."""
+
+    # The variables from_environ reads, and the only ones the product reads; the README's
+    # configuration table lists exactly these (tests/unit/test_settings.py holds all three equal).
+    VARIABLES: ClassVar[tuple[str, ...]] = (
+        "DAIFUKU_DATABASE_URL",
+        "DAIFUKU_CACHE_SIZE",
+        "DAIFUKU_SNAPSHOT_INTERVAL",
+        "DAIFUKU_TOKEN_TTL_SECONDS",
+        "DAIFUKU_SECRET_KEY",
+        "DAIFUKU_READ_MODELS",
+        "DAIFUKU_READ_WAIT_SECONDS",
+        "DAIFUKU_WRITE_CONCURRENCY",
+        "DAIFUKU_RUN_SCHEDULER",
+    )
+
     database: Database
     cache_size: int
     snapshot_interval: int
@@ -106,29 +124,41 @@ class Settings:
     read_models: str = "views"  # or "ledger": every read folds the member in the ledger
     read_wait_seconds: float = 2.0
     write_concurrency: int = 1  # writes a server process runs at once (api/admission.py)
+    # Signs member tokens; None: the secret generated once and kept in the database.
+    secret_key: str | None = field(default=None, repr=False)
+    run_scheduler: bool = False  # api/wsgi.py runs the scheduler in each worker
 
     @classmethod
-    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         return cls(
             database=Database.from_url(env.get("DAIFUKU_DATABASE_URL")),
             cache_size=_positive_int(env, "DAIFUKU_CACHE_SIZE", 2000),
             snapshot_interval=_positive_int(env, "DAIFUKU_SNAPSHOT_INTERVAL", 100),
             token_ttl_seconds=_positive_int(env, "DAIFUKU_TOKEN_TTL_SECONDS", 3600),
+            secret_key=env.get("DAIFUKU_SECRET_KEY") or None,
             read_models=_choice(env, "DAIFUKU_READ_MODELS", ("views", "ledger")),
             read_wait_seconds=_seconds(env, "DAIFUKU_READ_WAIT_SECONDS", 2.0),
             write_concurrency=_positive_int(env, "DAIFUKU_WRITE_CONCURRENCY", 1),
+            run_scheduler=_switch(env, "DAIFUKU_RUN_SCHEDULER"),
         )
 
 
-def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigurationError(f"{name} must be 1 (on) or 0 (off), not {raw!r}")
+    return raw == "1"
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name) or choices[0]
     if raw not in choices:
         raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
     return raw
 
 
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -141,7 +171,7 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def _positive_int(env: dict[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

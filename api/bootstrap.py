@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -19,13 +18,15 @@ from api.context import EXTENSION, Backend
 from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
 
-SECRET_KEY_VARIABLE = "DAIFUKU_SECRET_KEY"
 STARTUP_ATTEMPTS = 5
 
 
 def bootstrap(
     settings: Settings, clock: Clock | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[Ledger, KeyStore, bytes]:
+    """The ledger, the key store and the token secret (``settings.secret_key`` if set, else
+    the one kept in the database). ``environ`` is ignored: everything comes from ``settings``;
+    it goes once the callers in ``tests/`` stop passing it."""
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
     for attempt in range(STARTUP_ATTEMPTS):
@@ -51,8 +52,7 @@ def bootstrap(
         except BaseException:
             ledger.close()
             raise
-    override = (os.environ if environ is None else environ).get(SECRET_KEY_VARIABLE, "")
-    secret = override.encode() if override else keys.signing_secret()
+    secret = settings.secret_key.encode() if settings.secret_key else keys.signing_secret()
     return ledger, keys, secret
 
 
@@ -60,9 +60,9 @@ def build_app(
     settings: Settings, clock: Clock | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[Flask, Ledger, KeyStore]:
     """The whole server, reading from the views unless settings say otherwise; the caller
-    closes it with ``close_app`` when it stops."""
+    closes it with ``close_app`` when it stops. ``environ`` is ignored, as in ``bootstrap``."""
     clock = clock or SystemClock()
-    ledger, keys, secret = bootstrap(settings, clock, environ)
+    ledger, keys, secret = bootstrap(settings, clock)
     views = None
     if settings.read_models == "views":
         try:

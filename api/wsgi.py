@@ -9,7 +9,6 @@ up to date (docker-compose.yml's worker service does), or set DAIFUKU_READ_MODEL
 from __future__ import annotations
 
 import atexit
-import os
 
 from flask import Flask
 
@@ -20,9 +19,10 @@ from api.scheduler import Scheduler
 
 
 def _start() -> Flask:
-    application, ledger, _ = build_app(Settings.from_environ())
+    settings = Settings.from_environ()
+    application, ledger, _ = build_app(settings)
     scheduler: Scheduler | None = None
-    if os.environ.get("DAIFUKU_RUN_SCHEDULER") == "1":
+    if settings.run_scheduler:
         scheduler = Scheduler(ledger, application.extensions[EXTENSION].metrics).start()
 
     def stop() -> None:
