@@ -94,3 +94,13 @@ class GuaranteeAlreadyClaimed(RuleViolation):
 
 class EvidenceRequired(RuleViolation):
     pass
+
+
+class UnknownReferralCode(RuleViolation):
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no member has the referral code {code!r}", "referral_code")
+
+
+class SelfReferral(RuleViolation):
+    def __init__(self) -> None:
+        super().__init__("a member cannot be referred with their own code", "referral_code")
