@@ -24,7 +24,7 @@ import threading
 
 from flask import Flask, g, request
 
-from api.problems import Problem
+from api.problems import SERVER_BUSY, Problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that record nothing: a long verification must not hold up the writes behind it, and
@@ -52,10 +52,8 @@ def limit_writes(app: Flask, concurrency: int | None) -> None:
         request.get_data(cache=True)
         if not turns.acquire(timeout=WAIT_SECONDS):
             raise Problem(
-                503,
+                SERVER_BUSY,
                 f"this server has had a write queued for {WAIT_SECONDS:g} s; try again shortly",
-                kind="server-busy",
-                title="Server busy",
                 headers={"Retry-After": "1"},
             )
         g.write_turn = True

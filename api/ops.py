@@ -11,7 +11,7 @@ from api.auth import public
 from api.blueprint import ApiBlueprint
 from api.context import backend
 from api.metrics import CONTENT_TYPE
-from api.problems import PROBLEM_MIMETYPE, problem_response
+from api.problems import DATABASE_UNAVAILABLE, PROBLEM_MIMETYPE, problem_response
 from api.schemas import Health, ProblemSchema
 
 blp = ApiBlueprint("ops", __name__, description="For load balancers and monitoring.")
@@ -39,12 +39,7 @@ def healthz() -> dict[str, Any] | Response:
             health["read_models"] = {"position": position, "behind": max(head - position, 0)}
     except Exception as error:  # any failure to reach the database means "not ready"
         log.warning("health check: database unreachable: %s", error)
-        return problem_response(
-            503,
-            "the database does not answer",
-            kind="database-unavailable",
-            title="Database unavailable",
-        )
+        return problem_response(DATABASE_UNAVAILABLE, "the database does not answer")
     return health
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -12,13 +12,101 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from domain.errors import Conflict, DomainError, InvalidInput, NotFound, RuleViolation
+from domain import referrals
+from domain.errors import (
+    Conflict,
+    DomainError,
+    EvidenceRequired,
+    GuaranteeAlreadyClaimed,
+    GuaranteeWindowClosed,
+    InsufficientPoints,
+    InvalidAmount,
+    InvalidInput,
+    NoGuarantee,
+    NotFound,
+    OccurredAtOutOfRange,
+    OverRefund,
+    RedemptionAlreadyCancelled,
+    RuleViolation,
+    SelfReferral,
+    UnknownGuarantee,
+    UnknownMember,
+    UnknownOrder,
+    UnknownRedemption,
+    UnknownReferralCode,
+    UnknownReward,
+    WrongCurrency,
+)
 
 PROBLEM_MIMETYPE = "application/problem+json"
 PROBLEM_TYPES = "https://daifuku.dev/problems/"
-INVALID_INPUT = "invalid-input"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    """A problem `type` storefronts branch on: a slug chosen on purpose, never a class name."""
+
+    slug: str
+    status: int
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_TYPES + self.slug
+
+
+# Every problem type the API serves: the three it decides on itself, then one per domain error.
+# Anything else answers about:blank with its status.
+INVALID_INPUT = ProblemType("invalid-input", 422, "Invalid input")
+SERVER_BUSY = ProblemType("server-busy", 503, "Server busy")
+DATABASE_UNAVAILABLE = ProblemType("database-unavailable", 503, "Database unavailable")
+API_PROBLEMS = (INVALID_INPUT, SERVER_BUSY, DATABASE_UNAVAILABLE)
+
+# A class not listed answers as its nearest listed base; tests/unit/test_problem_types.py fails
+# for any error in domain/ that is not listed.
+DOMAIN_PROBLEMS: Mapping[type[DomainError], ProblemType] = {
+    DomainError: ProblemType("domain-error", 400, "Domain error"),
+    NotFound: ProblemType("not-found", 404, "Not found"),
+    UnknownMember: ProblemType("unknown-member", 404, "Unknown member"),
+    UnknownOrder: ProblemType("unknown-order", 404, "Unknown order"),
+    UnknownRedemption: ProblemType("unknown-redemption", 404, "Unknown redemption"),
+    Conflict: ProblemType("conflict", 409, "Conflict"),
+    InvalidInput: INVALID_INPUT,
+    RuleViolation: ProblemType("rule-violation", 422, "Rule violation"),
+    InsufficientPoints: ProblemType("insufficient-points", 422, "Insufficient points"),
+    OverRefund: ProblemType("over-refund", 422, "Over refund"),
+    WrongCurrency: ProblemType("wrong-currency", 422, "Wrong currency"),
+    InvalidAmount: ProblemType("invalid-amount", 422, "Invalid amount"),
+    UnknownReward: ProblemType("unknown-reward", 422, "Unknown reward"),
+    UnknownGuarantee: ProblemType("unknown-guarantee", 422, "Unknown guarantee"),
+    OccurredAtOutOfRange: ProblemType("occurred-at-out-of-range", 422, "Occurred at out of range"),
+    RedemptionAlreadyCancelled: ProblemType(
+        "redemption-already-cancelled", 422, "Redemption already cancelled"
+    ),
+    NoGuarantee: ProblemType("no-guarantee", 422, "No guarantee"),
+    GuaranteeWindowClosed: ProblemType("guarantee-window-closed", 422, "Guarantee window closed"),
+    GuaranteeAlreadyClaimed: ProblemType(
+        "guarantee-already-claimed", 422, "Guarantee already claimed"
+    ),
+    EvidenceRequired: ProblemType("evidence-required", 422, "Evidence required"),
+    UnknownReferralCode: ProblemType("unknown-referral-code", 422, "Unknown referral code"),
+    SelfReferral: ProblemType("self-referral", 422, "Self referral"),
+}
+
+# domain/referrals.py still defines its own copies of these two; they answer as the ones in
+# domain.errors. Once it imports them from there, each maps to itself and this can go.
+MOVED_ERRORS: Mapping[type[DomainError], type[DomainError]] = {
+    referrals.UnknownReferralCode: UnknownReferralCode,
+    referrals.SelfReferral: SelfReferral,
+}
+
+
+def problem_type(error: type[DomainError]) -> ProblemType:
+    """The listed type of this error class, or else of its nearest listed base class."""
+    listed = MOVED_ERRORS.get(error, error)
+    return next(DOMAIN_PROBLEMS[kind] for kind in listed.__mro__ if kind in DOMAIN_PROBLEMS)
 
 
 class Problem(Exception):
@@ -26,54 +114,42 @@ class Problem(Exception):
 
     def __init__(
         self,
-        status: int,
+        status: int | ProblemType,
         detail: str,
         *,
-        kind: str | None = None,
-        title: str | None = None,
         errors: Mapping[str, list[str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        """`status` alone answers about:blank; a ProblemType brings its own status and title."""
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.kind = kind
-        self.title = title
         self.errors = dict(errors) if errors is not None else None
         self.headers = dict(headers or {})
 
 
 def invalid(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        f"{field}: {message}",
-        kind=INVALID_INPUT,
-        title="Invalid input",
-        errors={field: [message]},
-    )
+    return Problem(INVALID_INPUT, f"{field}: {message}", errors={field: [message]})
 
 
 def problem_response(
-    status: int,
+    status: int | ProblemType,
     detail: str,
     *,
-    kind: str | None = None,
-    title: str | None = None,
     errors: Mapping[str, list[str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
+    if isinstance(status, ProblemType):
+        uri, title, code = status.uri, status.title, status.status
+    else:
         # about:blank means "nothing more than the status code says" (RFC 9457, 4.2.1).
-        "type": PROBLEM_TYPES + kind if kind else "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
+        uri, title, code = "about:blank", HTTPStatus(status).phrase, status
+    body: dict[str, Any] = {"type": uri, "title": title, "status": code, "detail": detail}
     if errors is not None:
         body["errors"] = dict(errors)
     response = current_app.response_class(
         current_app.json.dumps(body, separators=(",", ":")),
-        status=status,
+        status=code,
         mimetype=PROBLEM_MIMETYPE,
     )
     response.headers.update(headers or {})
@@ -104,24 +180,8 @@ def _summary(errors: Mapping[str, list[str]]) -> str:
     return "; ".join(f"{path}: {' '.join(found)}" for path, found in errors.items())
 
 
-def _kebab(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
-
-
-def _sentence(name: str) -> str:
-    words = _kebab(name).replace("-", " ")
-    return words[:1].upper() + words[1:]
-
-
 def handle_problem(error: Problem) -> Response:
-    return problem_response(
-        error.status,
-        error.detail,
-        kind=error.kind,
-        title=error.title,
-        errors=error.errors,
-        headers=error.headers,
-    )
+    return problem_response(error.status, error.detail, errors=error.errors, headers=error.headers)
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -138,11 +198,10 @@ def handle_http_exception(error: HTTPException) -> Response:
         if isinstance(messages, Mapping) and len(messages) == 1:
             messages = next(iter(messages.values()))
         errors = flatten(messages)
+        # webargs answers 422, the status INVALID_INPUT carries.
         return problem_response(
-            status,
+            INVALID_INPUT,
             _summary(errors),
-            kind=INVALID_INPUT,
-            title="Invalid input",
             errors=errors,
             headers=headers | dict(data.get("headers") or {}),
         )
@@ -151,33 +210,19 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    status = (
-        404
-        if isinstance(error, NotFound)
-        else 409
-        if isinstance(error, Conflict)
-        else 422
-        if isinstance(error, RuleViolation | InvalidInput)
-        else 400
-    )
-    errors: dict[str, list[str]] | None = None
+    fields: dict[str, list[str]] | None = None
     if isinstance(error, InvalidInput):
-        errors = error.errors
+        fields = error.errors
     elif error.field:
-        errors = {error.field: [error.message]}
-    name = type(error).__name__
-    return problem_response(
-        status, error.message, kind=_kebab(name), title=_sentence(name), errors=errors
-    )
+        fields = {error.field: [error.message]}
+    return problem_response(problem_type(type(error)), error.message, errors=fields)
 
 
 def handle_unavailable(error: Exception) -> Response:
     log.error("database unavailable: %s", error)
     return problem_response(
-        503,
+        DATABASE_UNAVAILABLE,
         "the ledger's database does not answer; try again shortly",
-        kind="database-unavailable",
-        title="Database unavailable",
         headers={"Retry-After": "5"},
     )
 

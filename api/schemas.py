@@ -10,6 +10,9 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.routing import BaseConverter
 
+from api.problems import DOMAIN_PROBLEMS
+from domain.errors import InsufficientPoints
+
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN)
 DECIMAL_RE = re.compile(r"^[+-]?\d{1,16}(\.\d{1,16})?$")
@@ -495,7 +498,7 @@ class Health(Schema):
 
 
 class ProblemSchema(Schema):
-    type = fields.String(metadata={"example": "https://daifuku.dev/problems/insufficient-points"})
+    type = fields.String(metadata={"example": DOMAIN_PROBLEMS[InsufficientPoints].uri})
     title = fields.String()
     status = fields.Integer()
     detail = fields.String()

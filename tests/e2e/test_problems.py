@@ -233,6 +233,13 @@ def test_redeeming_without_points_is_422(ann: Server) -> None:
     assert body["type"].endswith("/insufficient-points")
 
 
+def test_an_unknown_referral_code_is_422_with_its_type(server: Server) -> None:
+    enrolment = {**_enrolment("bob"), "referral_code": "ZZZZ-ZZZZ"}
+    body = assert_problem(server.call("POST", "/v1/members", "storefront", enrolment), 422)
+    assert body["type"] == "https://daifuku.dev/problems/unknown-referral-code"
+    assert set(body["errors"]) == {"referral_code"}
+
+
 @pytest.mark.parametrize(
     "body",
     [
