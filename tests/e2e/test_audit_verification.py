@@ -82,7 +82,8 @@ def test_the_project_command_follows_the_log_and_stops_on_a_signal(
             assert time.monotonic() < deadline, "the worker did not catch up"
             assert worker.poll() is None, worker.communicate()[0]
             time.sleep(0.05)
-        assert view.get("ann") == history.ledger.member_status("ann")
+        row = view.row("ann")
+        assert row is not None and row.status == history.ledger.member_status("ann")
     finally:
         view.close()
         worker.send_signal(signal.SIGTERM)
