@@ -358,13 +358,10 @@ TIME_PASSES = parsers.re(
 @given(TIME_PASSES, converters={"count": int})
 @when(TIME_PASSES, converters={"count": int})
 def time_passes(world: World, count: int, unit: str, scheduler: str | None) -> None:
-    before = world.clock.now()
     delta = timedelta(days=count) if unit.startswith("day") else timedelta(seconds=count)
     world.clock.advance(delta)
-    assert world.clock.now() - before == delta
     if scheduler:
         world.scheduler_recorded = world.ledger.record_due()
-        assert world.scheduler_recorded >= 0
         assert world.ledger.record_due() == 0, "a second pass at the same time recorded more"
 
 
