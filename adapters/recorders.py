@@ -27,8 +27,6 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composable, Identifier
 
-TOPIC = "adapters.recorders:LockedInsertApplicationRecorder"
-
 
 class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
     def __init__(

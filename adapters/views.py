@@ -94,23 +94,8 @@ class MemberStatusView(TrackingRecorder, ABC):
         position was already recorded: then nothing is written). A member row's ``applied``
         is how many events of this batch made it; the view adds it to the count it has."""
 
-    def upsert(
-        self,
-        member_id: str,
-        status: dict[str, Any],
-        version: int,
-        tracking: Tracking,
-        updated_at: datetime,
-    ) -> None:
-        """One member row made by one event."""
-        self.write_batch([MemberStatusRow(member_id, status, version, updated_at)], [], tracking)
-
     @abstractmethod
     def row(self, member_id: str) -> MemberStatusRow | None: ...
-
-    def get(self, member_id: str) -> dict[str, Any] | None:
-        found = self.row(member_id)
-        return None if found is None else found.status
 
     @abstractmethod
     def purchase(self, order_id: str) -> PurchaseRow | None: ...

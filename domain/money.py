@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from domain.errors import InvalidAmount
 
@@ -21,14 +21,6 @@ def minor_unit(currency: str) -> Decimal:
 
 def format_money(amount: Decimal, currency: str) -> str:
     return str(amount.quantize(minor_unit(currency)))
-
-
-def parse_amount(text: str, currency: str, field: str = "amount") -> Decimal:
-    try:
-        amount = Decimal(text)
-    except (InvalidOperation, TypeError, ValueError):
-        raise InvalidAmount(f"{text!r} is not a decimal amount", field) from None
-    return check_amount(amount, currency, field)
 
 
 def check_amount(amount: Decimal, currency: str, field: str = "amount") -> Decimal:

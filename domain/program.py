@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -448,10 +448,6 @@ class Program(Aggregate):
 
     def __init__(self, cause: str) -> None:
         self.versions: list[dict[str, Any]] = []
-
-    @staticmethod
-    def create_id(*_: Any, **__: Any) -> UUID:
-        return PROGRAM_ID
 
     @classmethod
     def start(cls, rules: ProgramRules, cause: str, at: datetime) -> Program:

@@ -31,6 +31,7 @@ Feature: Audit: the ledger is the truth; every read model is rebuilt and checked
   Scenario: Deleting the read models and replaying the history changes nothing anyone sees
     Given the API answers reads from the read models
     And the projection worker has caught up with the ledger
+    And the ledger holds the members "ann", "bob" and "cat" and the orders "A-1", "B-1", "B-2", "C-1" and "C-2"
     And every member's status and the analytics have been noted
     When the read models are deleted
     Then the member-status view is empty and has read nothing of the ledger

@@ -161,12 +161,12 @@ Feature: Refund guarantees take the risk of a purchase off the customer
   Scenario: A claim inside the window voids the referral that the purchase qualified
     Given member "bob" enrolled with the referral code of "ann"
     When the storefront posts purchase "B-1" of "60.00" for "bob" under the "trial-90" guarantee
-    Then the referral of "bob" by "ann" is "qualified"
+    Then the referral of "bob" by "ann" is "qualified", worth 500 points to "ann" and 250 to "bob"
     And "ann" has 0 available points and 500 pending
     And "bob" has 0 available points and 310 pending
     # the 30-day return window has passed, but the referral waits for the 90-day guarantee
     When 60 days pass and the scheduler runs
-    Then the referral of "bob" by "ann" is "qualified"
+    Then the referral of "bob" by "ann" is "qualified", worth 500 points to "ann" and 250 to "bob"
     When the storefront claims the guarantee of order "B-1" as "C-1"
     Then the claim pays out "60.00" under the "trial-90" guarantee of 100 percent on "60.00"
     And the referral of "bob" by "ann" is "voided"
@@ -311,3 +311,4 @@ Feature: Refund guarantees take the risk of a purchase off the customer
       | member ann       | 403             |
       | anonymous caller | 401             |
     Then each caller gets its expected status
+    And every caller who may read it finds 1 open guarantee

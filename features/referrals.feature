@@ -290,3 +290,6 @@ Feature: Referrals reward both the member who shares a code and the friend who e
       | member carol     | 403             |
       | anonymous caller | 401             |
     Then each caller gets its expected status
+    And every caller who may read them finds these referrals:
+      | referee | state      |
+      | bob     | registered |

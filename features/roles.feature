@@ -94,13 +94,14 @@ Feature: Who may do what
   Scenario Outline: Only storefronts and admins mint member tokens
     When the <caller> mints a member token for "ann"
     Then the response status is <status>
+    And the response <token>
 
     Examples:
-      | caller     | status |
-      | storefront | 201    |
-      | admin      | 201    |
-      | auditor    | 403    |
-      | member ann | 403    |
+      | caller     | status | token                                         |
+      | storefront | 201    | carries a member token that expires in 1 hour |
+      | admin      | 201    | carries a member token that expires in 1 hour |
+      | auditor    | 403    | carries no member token                       |
+      | member ann | 403    | carries no member token                       |
 
   Scenario: A member's event history is read by auditors, admins and the member
     When these callers read the events of "ann":
@@ -122,6 +123,9 @@ Feature: Who may do what
       | member ann               | 403             |
       | anonymous caller         | 401             |
     Then each caller gets its expected status
+    And every caller who may read it finds these purchases in the event log:
+      | member | order |
+      | ann    | A-1   |
 
   Scenario Outline: Only an admin publishes a new program version
     When the <caller> publishes a program version in which the "bronze" tier multiplies points by "2.0"
@@ -144,6 +148,7 @@ Feature: Who may do what
       | member ann               | 200             |
       | anonymous caller         | 401             |
     Then each caller gets its expected status
+    And every caller who may read it finds version 1 in force
 
   Scenario: A member token works until it expires
     Given the storefront minted a member token for "ann" valid for 60 seconds

@@ -15,7 +15,7 @@ import pytest
 from pytest_bdd import given, scenarios, then, when
 from werkzeug.test import TestResponse
 
-from tests.bdd.conftest import World, ask_each, instant, purchase_body, step
+from tests.bdd.conftest import World, admitted, ask_each, instant, purchase_body, step
 
 scenarios("guarantees.feature")
 
@@ -263,8 +263,29 @@ def referral_state(world: World, referee_id: str, referrer_id: str, state: str) 
     if state == "voided":
         assert referral["voided_at"] is not None, referral
         assert (referral["referrer_points"], referral["referee_points"]) == (0, 0), referral
-    if state == "qualified":
-        assert (referral["referrer_points"], referral["referee_points"]) == (500, 250), referral
+
+
+@then(
+    step(
+        'the referral of "{referee_id:q}" by "{referrer_id:q}" is "{state:q}", worth '
+        '{referrer_points:d} points to "{referrer:q}" and {referee_points:d} to "{referee:q}"'
+    )
+)
+def referral_state_worth(
+    world: World,
+    referee_id: str,
+    referrer_id: str,
+    state: str,
+    referrer_points: int,
+    referrer: str,
+    referee_points: int,
+    referee: str,
+) -> None:
+    assert (referrer, referee) == (referrer_id, referee_id), "name the referrer first"
+    referral_state(world, referee_id, referrer_id, state)
+    referral = referral_of(world, referee_id, referrer_id)
+    found = (referral["referrer_points"], referral["referee_points"])
+    assert found == (referrer_points, referee_points), referral
 
 
 # The program.
@@ -343,10 +364,11 @@ def liability_as_of(world: World, as_of: str, datatable: list[list[str]]) -> Non
 
 @when("these callers read the analytics summary:")
 def callers_read_summary(world: World, datatable: list[list[str]]) -> None:
-    def read(caller: str) -> TestResponse:
-        response = summary(world, caller)
-        if response.status_code == 200:
-            assert json_of(response)["guarantees"]["open"] == 1, response.json
-        return response
+    ask_each(world, datatable, lambda caller: summary(world, caller))
 
-    ask_each(world, datatable, read)
+
+@then(step("every caller who may read it finds {count:d} open guarantee"))
+@then(step("every caller who may read it finds {count:d} open guarantees"))
+def summary_open_guarantees(world: World, count: int) -> None:
+    for body in admitted(world):
+        assert body["guarantees"]["open"] == count, body

@@ -111,7 +111,7 @@ def test_a_member_token_reads_its_own_status_and_history(ann: Server) -> None:
     assert ann.call("GET", "/v1/members/ann", token).json["member_id"] == "ann"
     events = ann.call("GET", "/v1/members/ann/events", token)
     assert events.status_code == 200
-    assert events.json["items"][0]["type"]
+    assert events.json["items"][0]["type"] == "Enrolled"
 
 
 def test_a_minted_token_lasts_the_default_hour(ann: Server) -> None:

@@ -94,7 +94,6 @@ def test_serve_answers_and_stops_on_sigterm(sqlite_url: str) -> None:
         text=True,
     )
     try:
-        assert process.stdout is not None
         printed: list[str] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

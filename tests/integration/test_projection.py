@@ -18,7 +18,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from adapters.projections import MemberStatusProjection, ProjectionWorker, replay
 from adapters.settings import Database
 from adapters.verification import MISSING_LIVE, verify_member_status
-from adapters.views import MemberStatusView, open_member_status_view
+from adapters.views import MemberStatusRow, MemberStatusView, open_member_status_view
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 from domain.program import ProgramRules
@@ -111,8 +111,9 @@ def test_the_view_is_each_members_status_as_of_its_latest_event(
         assert {**row.status, "as_of": None} == {**expected, "as_of": None}, row.member_id
         assert row.version == len(ledger.member_events(row.member_id, limit=1000))
     # A member whose latest event is now reads the same from the view as from the ledger.
-    assert view.get("cat") == answers(ledger).member_status("cat")
-    assert view.get("nobody") is None
+    cat = view.row("cat")
+    assert cat is not None and cat.status == answers(ledger).member_status("cat")
+    assert view.row("nobody") is None
     assert catch_up(ledger, view) == 0  # nothing new: nothing applied again
 
 
@@ -151,13 +152,14 @@ def test_an_event_already_tracked_is_refused_and_changes_nothing(
     before = rows(view)
     tracking = Tracking(ledger.name, 3)
     with pytest.raises(IntegrityError):
-        view.upsert("ann", {"forged": True}, 99, tracking, START)
+        view.write_batch([MemberStatusRow("ann", {"forged": True}, 99, START)], [], tracking)
     assert rows(view) == before
 
     # A row that fails to write takes its tracking position down with it.
     head = view.max_tracking_id(ledger.name) or 0
     with pytest.raises(TypeError):
-        view.upsert("ann", {"unwritable": object()}, 99, Tracking(ledger.name, head + 1), START)
+        unwritable = MemberStatusRow("ann", {"unwritable": object()}, 99, START)
+        view.write_batch([unwritable], [], Tracking(ledger.name, head + 1))
     assert view.max_tracking_id(ledger.name) == head
     assert rows(view) == before
 
@@ -199,12 +201,12 @@ def test_the_verification_names_a_corrupted_row(
     assert clean.mismatches == []
     assert (clean.events, clean.members) == (ledger.recorder.max_notification_id(), 4)
 
-    truth = view.get("bob")
+    truth = view.row("bob")
     assert truth is not None
     corrupt(database_url, "bob", 12345)
     found = verify_member_status(ledger, view)
     assert [(m.member_id, m.field, m.live, m.replayed) for m in found.mismatches] == [
-        ("bob", "points.available", 12345, truth["points"]["available"])
+        ("bob", "points.available", 12345, truth.status["points"]["available"])
     ]
 
 
