@@ -11,21 +11,18 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
 
 from adapters.settings import Database
+from devtools.postgres import database_of
 
-CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+ROOT = Path(__file__).resolve().parents[2]
+CONFTEST = ROOT / "tests" / "conftest.py"
 
 # Databases handed out by postgres_url so far in this session, in order.
 _seen_databases: list[str] = []
-
-
-def _database_of(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/"))
 
 
 def _existing_databases(admin_url: str) -> set[str]:
@@ -57,9 +54,9 @@ def drop_watch(postgres_server: str) -> Iterator[DropWatch]:
 def test_postgres_url_is_a_fresh_empty_database_dropped_afterwards(
     drop_watch: DropWatch, postgres_url: str, postgres_server: str, round_: int
 ) -> None:
-    name = _database_of(postgres_url)
+    name = database_of(postgres_url)
     assert name.startswith("daifuku_test_")
-    assert name != _database_of(postgres_server)
+    assert name != database_of(postgres_server)
     assert name not in _seen_databases, "postgres_url handed out the same database twice"
 
     database = Database.from_url(postgres_url)
@@ -157,6 +154,8 @@ def _run_suite_without_postgres(tmp_path: Path, require: bool) -> subprocess.Com
     env["DAIFUKU_TEST_POSTGRES_NO_LOCAL"] = "1"
     env["DAIFUKU_TEST_POSTGRES_NO_BINARIES"] = "1"
     env["DAIFUKU_REQUIRE_POSTGRES"] = "1" if require else "0"
+    # The copied conftest imports devtools, which is not installed: it is found from the root.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", str(tmp_path)],
         cwd=tmp_path,
