@@ -12,7 +12,6 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from domain import referrals
 from domain.errors import (
     Conflict,
     DomainError,
@@ -95,18 +94,10 @@ DOMAIN_PROBLEMS: Mapping[type[DomainError], ProblemType] = {
     SelfReferral: ProblemType("self-referral", 422, "Self referral"),
 }
 
-# domain/referrals.py still defines its own copies of these two; they answer as the ones in
-# domain.errors. Once it imports them from there, each maps to itself and this can go.
-MOVED_ERRORS: Mapping[type[DomainError], type[DomainError]] = {
-    referrals.UnknownReferralCode: UnknownReferralCode,
-    referrals.SelfReferral: SelfReferral,
-}
-
 
 def problem_type(error: type[DomainError]) -> ProblemType:
     """The listed type of this error class, or else of its nearest listed base class."""
-    listed = MOVED_ERRORS.get(error, error)
-    return next(DOMAIN_PROBLEMS[kind] for kind in listed.__mro__ if kind in DOMAIN_PROBLEMS)
+    return next(DOMAIN_PROBLEMS[kind] for kind in error.__mro__ if kind in DOMAIN_PROBLEMS)
 
 
 class Problem(Exception):

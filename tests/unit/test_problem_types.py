@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 import domain
-from api.problems import API_PROBLEMS, DOMAIN_PROBLEMS, MOVED_ERRORS, register
-from domain import errors, referrals
+from api.problems import API_PROBLEMS, DOMAIN_PROBLEMS, register
+from domain import errors
 from domain.errors import DomainError, InsufficientPoints, RuleViolation
 
 # What each error answered before the table existed (then derived from its class name). Clients
@@ -103,7 +103,7 @@ def domain_errors() -> set[type[DomainError]]:
 
 
 def unlisted(kinds: Iterable[type[DomainError]]) -> list[type[DomainError]]:
-    return [kind for kind in kinds if kind not in DOMAIN_PROBLEMS and kind not in MOVED_ERRORS]
+    return [kind for kind in kinds if kind not in DOMAIN_PROBLEMS]
 
 
 def test_the_table_is_the_contract() -> None:
@@ -124,7 +124,7 @@ def test_each_error_is_served_with_its_pinned_type(
 def test_every_domain_error_is_listed_and_lives_in_domain_errors() -> None:
     found = domain_errors()
     assert unlisted(found) == []
-    assert {kind for kind in found if kind not in MOVED_ERRORS} == {
+    assert set(found) == {
         kind
         for _, kind in inspect.getmembers(errors, inspect.isclass)
         if issubclass(kind, DomainError)
@@ -161,18 +161,3 @@ def test_a_subclass_answers_as_its_listed_base() -> None:
     body = serve(PointsOnHold("on hold"))
     assert body["type"] == "https://daifuku.dev/problems/insufficient-points"
     assert body["status"] == 422
-
-
-@pytest.mark.parametrize(
-    ("error", "slug"),
-    [
-        (referrals.UnknownReferralCode("ZZZZ"), "unknown-referral-code"),
-        (referrals.SelfReferral(), "self-referral"),
-    ],
-)
-def test_the_referral_errors_still_raised_from_referrals_keep_their_types(
-    error: DomainError, slug: str
-) -> None:
-    body = serve(error)
-    assert body["type"] == f"https://daifuku.dev/problems/{slug}"
-    assert body["errors"] == {"referral_code": [error.message]}
