@@ -11,7 +11,12 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from domain.members.events import MemberEvent
+
+if TYPE_CHECKING:
+    from domain.members.member import Member
 
 
 class LotStatus(Enum):
@@ -207,3 +212,35 @@ class PointLots:
             self.open.remove(lot.id)
             if lot.status is LotStatus.PENDING:
                 lot.status = LotStatus.VOID
+
+
+# Events: each change runs again on every replay.
+
+
+class PointsBecameAvailable(MemberEvent):
+    TOPIC = "domain.members:Member.PointsBecameAvailable"
+    class_version = 2
+    lot: str
+    points: int
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["lot"] = f"#{state['lot']}"
+
+    def change(self, member: Member) -> None:
+        member.lots.mature(self.lot)
+
+
+class PointsExpired(MemberEvent):
+    TOPIC = "domain.members:Member.PointsExpired"
+    class_version = 2
+    lot: str
+    points: int
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["lot"] = f"#{state['lot']}"
+
+    def change(self, member: Member) -> None:
+        member.lots.expire(self.lot, self.points)
+        member.expired += self.points

@@ -6,12 +6,16 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.analytics import Promise
 from domain.errors import Conflict
+from domain.members.events import MemberEvent, lot_refs
 from domain.money import ZERO, floor_whole, half_even
 from domain.program import GuaranteePolicy
+
+if TYPE_CHECKING:
+    from domain.members.member import Member
 
 
 @dataclass(frozen=True)
@@ -189,3 +193,125 @@ def check_same(existing: dict[str, Any], requested: dict[str, Any], what: str) -
             f"{what} was already recorded with a different {', '.join(differences)}",
             differences[0],
         )
+
+
+# Events: each change runs again on every replay.
+
+
+class PurchaseRecorded(MemberEvent):
+    TOPIC = "domain.members:Member.PurchaseRecorded"
+    class_version = 2
+    order_id: str
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    items: list[dict[str, Any]]
+    guarantee: dict[str, Any] | None
+    points: int
+    bonus: int
+    new_categories: list[str]
+    available_at: datetime
+    expires_at: datetime
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state.pop("lot")  # a lot is opened whenever the purchase earns points
+
+    def change(self, member: Member) -> None:
+        purchase = Purchase(
+            order_id=self.order_id,
+            member_id=self.member_id,
+            seq=len(member.purchases),
+            amount=self.amount,
+            currency=self.currency,
+            occurred_at=self.occurred_at,
+            at=self.at,
+            recorded_at=self.timestamp,
+            items=self.items,
+            guarantee=None if self.guarantee is None else GuaranteeTerms(**self.guarantee),
+            points=self.points,
+            bonus=self.bonus,
+            available_at=self.available_at,
+            program_version=self.program_version,
+            tier_before=member.standing.tier,
+            tier_after=member.standing.tier,
+        )
+        member.purchases[self.order_id] = purchase
+        member.spend.add(self.at, self.amount)
+        member.categories.extend(self.new_categories)
+        member.last_purchase_at = self.at
+        if purchase.earned > 0:
+            member.award(purchase.lot_id, purchase.earned, self.available_at, self.expires_at)
+
+
+class PurchaseRefunded(MemberEvent):
+    TOPIC = "domain.members:Member.PurchaseRefunded"
+    class_version = 2
+    order_id: str
+    refund_id: str
+    amount: Decimal
+    reason: str | None
+    occurred_at: datetime
+    requested_amount: Decimal | None
+    points_clawed_back: int
+    taken: dict[str, int]
+    debt: int
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["taken"] = lot_refs(state["taken"])
+
+    def change(self, member: Member) -> None:
+        purchase = member.purchases[self.order_id]
+        member.spend.refund(purchase.seq, self.amount)
+        tier = member.standing.tier
+        refund = Refund(
+            refund_id=self.refund_id,
+            amount=self.amount,
+            requested_amount=self.requested_amount,
+            reason=self.reason,
+            occurred_at=self.occurred_at,
+            at=self.at,
+            recorded_at=self.timestamp,
+            points_clawed_back=self.points_clawed_back,
+            tier_before=tier,
+            refunded_total=purchase.refunded + self.amount,
+            tier_after=tier,
+        )
+        member.purchases[self.order_id] = purchase.with_refund(refund)
+        member.last_refund = [self.order_id, self.refund_id]
+        member.claw_back(self.taken, self.points_clawed_back, self.debt)
+
+
+class GuaranteeClaimed(MemberEvent):
+    """The customer was not satisfied inside the window: the promise is paid out."""
+
+    TOPIC = "domain.members:Member.GuaranteeClaimed"
+
+    order_id: str
+    claim_id: str
+    evidence: str | None
+    policy: str
+    refund_percent: int
+    unrefunded: Decimal
+    payout: Decimal
+    refund_id: str
+
+    def change(self, member: Member) -> None:
+        purchase = member.purchases[self.order_id]
+        refund = purchase.refunds[self.refund_id]
+        claim = Claim(
+            claim_id=self.claim_id,
+            evidence=self.evidence,
+            policy=self.policy,
+            refund_percent=self.refund_percent,
+            unrefunded=self.unrefunded,
+            payout=self.payout,
+            refund_id=self.refund_id,
+            claimed_at=self.at,
+            recorded_at=self.timestamp,
+            points_clawed_back=refund.points_clawed_back,
+            tier_before=refund.tier_before,
+            tier_after=refund.tier_after,
+        )
+        member.purchases[self.order_id] = replace(purchase, claim=claim)

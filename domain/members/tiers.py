@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+from domain.members.events import MemberEvent
 from domain.money import ZERO
 from domain.program import ProgramRules, TierRule
+
+if TYPE_CHECKING:
+    from domain.members.member import Member
 
 
 @dataclass(frozen=True)
@@ -152,3 +157,49 @@ def spend_to_keep(
     since = standing.review_at - timedelta(days=rules.tier_period_days)
     kept = qualifying_spend(spend, at, rules, since=since)
     return max(rules.tier(standing.tier).threshold - kept, ZERO)
+
+
+# Events: each change runs again on every replay.
+
+
+class TierUpgraded(MemberEvent):
+    TOPIC = "domain.members:Member.TierUpgraded"
+    from_tier: str
+    to_tier: str
+    review_at: datetime
+    order_id: str
+
+    def change(self, member: Member) -> None:
+        member.standing.upgrade(self.to_tier, self.at, self.review_at)
+        purchase = member.purchases[self.order_id]
+        member.purchases[self.order_id] = replace(purchase, tier_after=self.to_tier)
+
+
+class TierDowngraded(MemberEvent):
+    TOPIC = "domain.members:Member.TierDowngraded"
+    from_tier: str
+    to_tier: str
+    reason: str
+    since: datetime
+    review_at: datetime | None
+
+    def change(self, member: Member) -> None:
+        if member.last_refund is not None:
+            order_id, refund_id = member.last_refund
+            purchase = member.purchases[order_id]
+            refund = purchase.refunds[refund_id]
+            # Recorded by the refund's own command: what its response says the tier is.
+            if (refund.at, refund.recorded_at) == (self.at, self.timestamp):
+                member.purchases[order_id] = purchase.with_refund_tier(refund_id, self.to_tier)
+        member.standing.downgrade(
+            self.to_tier, self.since, self.review_at, after_refund=self.reason == "refund"
+        )
+
+
+class TierRetained(MemberEvent):
+    TOPIC = "domain.members:Member.TierRetained"
+    tier: str
+    review_at: datetime
+
+    def change(self, member: Member) -> None:
+        member.standing.retain(self.review_at)
