@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -24,11 +24,8 @@ from eventsourcing.utils import get_topic
 
 from adapters.background import BackgroundLoop
 from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
-
-# The rows keep the API's answers: the projection renders them as the API does.
-from api import representations
 from domain.ledger import Ledger
-from domain.members import Member, Terms, member_uuid
+from domain.members import MadeReferral, Member, MemberStatus, Purchase, Terms, member_uuid
 from domain.program import PROGRAM_ID, Program
 
 log = logging.getLogger(__name__)
@@ -41,6 +38,20 @@ REPLAY_PAGE = 20_000  # events read and decoded at a time by a rebuild
 REPLAY_ROWS_EVERY = 100_000
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
 PROJECTED = (f"{get_topic(Member)}.", f"{get_topic(Program)}.")  # the topics a view reads
+
+
+class Shapes(Protocol):
+    """How the rows keep a member's answers: the API's JSON, given by whoever builds the view
+    (``api.representations``), so a row reads exactly as the ledger's answer would."""
+
+    def status(self, found: MemberStatus) -> dict[str, Any]: ...
+
+    def purchase(self, bought: Purchase) -> dict[str, Any]: ...
+
+    def referrals(
+        self, referrer_id: str, made: list[MadeReferral], after: int = 0
+    ) -> list[dict[str, Any]]: ...
+
 
 # (events done, events to do, seconds since the start)
 ProgressReport = Callable[[int, int, float], None]
@@ -76,9 +87,10 @@ class MemberStatusProjection(Projection[MemberStatusView]):
     name = VIEW_NAME
     cache_size = 20_000
 
-    def __init__(self, view: MemberStatusView, ledger: Ledger) -> None:
+    def __init__(self, view: MemberStatusView, ledger: Ledger, shapes: Shapes) -> None:
         super().__init__(view)
         self.ledger = ledger
+        self.shapes = shapes
         self._members: OrderedDict[UUID, Member] = OrderedDict()
         self._program: Program | None = None
         self._terms: dict[int, Terms] = {}
@@ -175,10 +187,10 @@ class MemberStatusProjection(Projection[MemberStatusView]):
             member = self._members.get(entry.uid)
             if member is None or member.version != entry.version:
                 member = self.ledger.repository.get(entry.uid, version=entry.version)
-            members.append(member_row(member, entry))
+            members.append(member_row(member, entry, self.shapes))
             purchases.extend(
                 PurchaseRow(
-                    order_id, member.member_id, representations.purchase(member.purchases[order_id])
+                    order_id, member.member_id, self.shapes.purchase(member.purchases[order_id])
                 )
                 for order_id in sorted(entry.orders)
             )
@@ -353,22 +365,20 @@ class ProjectionWorker:
                 stop.wait(poll_seconds)
 
 
-def member_row(member: Member, entry: Touched) -> MemberStatusRow:
+def member_row(member: Member, entry: Touched, shapes: Shapes) -> MemberStatusRow:
     """The row of ``member`` as of its latest event at ``entry.moment``."""
     moment, terms = entry.moment, entry.terms
     future = member.projected(moment, terms)  # rewards due by then read as given, as live
     return MemberStatusRow(
         member_id=member.member_id,
-        status=representations.status(future.status(moment, terms)),
+        status=shapes.status(future.status(moment, terms)),
         version=member.version,
         updated_at=moment,
         applied=entry.applied,
         program_version=terms.version,
         valid_until=future.status_changes_at(moment, terms),
         referrals=plain(
-            representations.referrals(
-                member.member_id, [future.referrals[r] for r in future.referral_order]
-            )
+            shapes.referrals(member.member_id, [future.referrals[r] for r in future.referral_order])
         )
         if future.referral_order
         else [],
@@ -376,10 +386,12 @@ def member_row(member: Member, entry: Touched) -> MemberStatusRow:
     )
 
 
-def replay(ledger: Ledger, view: MemberStatusView, progress: ProgressReport | None = None) -> int:
+def replay(
+    ledger: Ledger, view: MemberStatusView, shapes: Shapes, progress: ProgressReport | None = None
+) -> int:
     """Empty the view and its tracking, then rebuild it from the first event."""
     view.delete_all()
-    projection = MemberStatusProjection(view, ledger)
+    projection = MemberStatusProjection(view, ledger, shapes)
     worker = ProjectionWorker(ledger, projection, REPLAY_PAGE, REPLAY_ROWS_EVERY)
     return worker.catch_up(progress=progress)
 
@@ -393,15 +405,24 @@ class ProjectionThread(BackgroundLoop):
 
     thread_name = "daifuku-projection"
 
-    def __init__(self, ledger: Ledger, view: MemberStatusView, poll_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: MemberStatusView,
+        shapes: Shapes,
+        poll_seconds: float = 0.05,
+    ) -> None:
         self.ledger = ledger
         self.view = view
+        self.shapes = shapes
         self.poll_seconds = poll_seconds
         super().__init__()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            worker = ProjectionWorker(self.ledger, MemberStatusProjection(self.view, self.ledger))
+            worker = ProjectionWorker(
+                self.ledger, MemberStatusProjection(self.view, self.ledger, self.shapes)
+            )
             try:
                 worker.run(self._stopping, poll_seconds=self.poll_seconds)
             except Exception:

@@ -14,6 +14,7 @@ from adapters.projections import (
     REPLAY_ROWS_EVERY,
     MemberStatusProjection,
     ProjectionWorker,
+    Shapes,
 )
 from adapters.settings import Database
 from adapters.views import MemberStatusRow, MemberStatusView, PurchaseRow, open_member_status_view
@@ -52,14 +53,14 @@ class Verification:
         }
 
 
-def verify_member_status(ledger: Ledger, live: MemberStatusView) -> Verification:
+def verify_member_status(ledger: Ledger, live: MemberStatusView, shapes: Shapes) -> Verification:
     """Replay the log up to the live view's position into a fresh SQLite file and compare."""
     position, live_rows, live_purchases = live.rows_with_position(ledger.name)
     with tempfile.TemporaryDirectory(prefix="daifuku-verify-") as scratch_dir:
         scratch_db = Database(kind="sqlite", path=str(Path(scratch_dir) / "replay.db"))
         scratch = open_member_status_view(scratch_db.event_store_env())
         try:
-            projection = MemberStatusProjection(scratch, ledger)
+            projection = MemberStatusProjection(scratch, ledger, shapes)
             worker = ProjectionWorker(ledger, projection, REPLAY_PAGE, REPLAY_ROWS_EVERY)
             # A view never built is compared with the whole history.
             events = worker.catch_up(until=position)

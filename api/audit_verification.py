@@ -8,6 +8,7 @@ from marshmallow import Schema, fields
 
 from adapters.verification import verify_member_status
 from adapters.views import open_member_status_view
+from api import representations
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
@@ -50,6 +51,6 @@ def verify() -> dict[str, Any]:
     except ValueError as error:
         raise Problem(503, f"the read models cannot be verified here: {error}") from None
     try:
-        return verify_member_status(found, live).to_dict()
+        return verify_member_status(found, live, representations).to_dict()
     finally:
         live.close()

@@ -25,6 +25,7 @@ from adapters.projections import (
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification import verify_member_status
 from adapters.views import MemberStatusView, open_member_status_view
+from api import representations
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
 from api.progress import ProgressLine
@@ -130,7 +131,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server = make_server(args.host, args.port, app, threaded=True)
         scheduler = Scheduler(ledger, app.extensions[EXTENSION].metrics).start()
         if views is not None:
-            projector = ProjectionThread(ledger, views).start()
+            projector = ProjectionThread(ledger, views, representations).start()
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Ledger: {settings.database.describe()}", flush=True)
         reads = "the read models (kept up to date in the background)" if views else "the ledger"
@@ -222,7 +223,7 @@ def _ledger_and_views(settings: Settings) -> Iterator[tuple[Ledger, MemberStatus
 def _project(args: argparse.Namespace, settings: Settings) -> int:
     progress = ProgressLine("member_status")
     with _ledger_and_views(settings) as (ledger, view):
-        worker = ProjectionWorker(ledger, MemberStatusProjection(view, ledger))
+        worker = ProjectionWorker(ledger, MemberStatusProjection(view, ledger, representations))
         signal.signal(signal.SIGTERM, _interrupt)
         print(
             f"Projecting {settings.database.describe()} from position {worker.position}; "
@@ -241,7 +242,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     progress = ProgressLine("member_status")
     with _ledger_and_views(settings) as (ledger, view):
         started = time.monotonic()
-        events = replay(ledger, view, progress)
+        events = replay(ledger, view, representations, progress)
         progress.finish()
         seconds = time.monotonic() - started
         rate = events / seconds if seconds > 0 else 0.0
@@ -251,7 +252,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _verify_views(args: argparse.Namespace, settings: Settings) -> int:
     with _ledger_and_views(settings) as (ledger, view):
-        result = verify_member_status(ledger, view)
+        result = verify_member_status(ledger, view, representations)
     if not result.live_view_built:
         print("The live member_status view was never built (run daifuku project).")
     for mismatch in result.mismatches:

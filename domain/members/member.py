@@ -31,6 +31,7 @@ from domain.errors import (
     UnknownReward,
 )
 from domain.members import due, lots, purchases, redemptions, referrals, status, tiers
+from domain.members.events import MemberEvent
 from domain.members.lots import LotStatus, PointLots
 from domain.members.purchases import (
     GuaranteeTerms,
@@ -81,6 +82,7 @@ class Member(Aggregate):
         program_version: int
 
     # The events of each concept live with it; the aggregate names them all.
+    Changed = MemberEvent
     PointsBecameAvailable = lots.PointsBecameAvailable
     PointsExpired = lots.PointsExpired
     TierUpgraded = tiers.TierUpgraded

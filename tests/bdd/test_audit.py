@@ -28,6 +28,7 @@ from adapters.projections import PAGE, MemberStatusProjection, ProjectionWorker,
 from adapters.settings import Database
 from adapters.verification import MISSING_LIVE
 from adapters.views import MemberStatusView, open_member_status_view, plain
+from api import representations
 from api.app import create_app
 from api.cli import main
 from api.context import EXTENSION, Backend
@@ -81,7 +82,7 @@ class Audit:
         connections are closed when it ends, whether it finished or was killed."""
         view = open_member_status_view(self.world.ledger.env)
         try:
-            projection = MemberStatusProjection(view, self.world.ledger)
+            projection = MemberStatusProjection(view, self.world.ledger, representations)
             yield ProjectionWorker(self.world.ledger, projection, self.page_size)
         finally:
             view.close()
@@ -345,7 +346,7 @@ def view_equals_replay(audit: Audit) -> None:
         Database(kind="sqlite", path=str(audit.tmp_path / "scratch.db")).event_store_env()
     )
     audit.views.append(scratch)
-    assert replay(audit.world.ledger, scratch) == audit.head()
+    assert replay(audit.world.ledger, scratch, representations) == audit.head()
     assert rows_of(audit.view) == rows_of(scratch)
     assert audit.position() == audit.head()
     verification = verify(audit.world)
@@ -409,7 +410,7 @@ def ledger_answers_meanwhile(audit: Audit) -> None:
 
 @when("the history is replayed")
 def history_replayed(audit: Audit) -> None:
-    assert replay(audit.world.ledger, audit.view) == audit.head()
+    assert replay(audit.world.ledger, audit.view, representations) == audit.head()
 
 
 @then("every member's status, referrals and purchases read as noted, from the read models")

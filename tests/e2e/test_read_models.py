@@ -15,6 +15,7 @@ from adapters.keys import KEY_ROLES
 from adapters.projections import MemberStatusProjection, ProjectionThread, ProjectionWorker
 from adapters.settings import Settings
 from adapters.views import MemberStatusView, open_member_status_view
+from api import representations
 from api.app import create_app
 from api.bootstrap import bootstrap
 from api.reads import READ_FROM_HEADER
@@ -52,7 +53,9 @@ def reader(database_url: str) -> Iterator[tuple[Server, MemberStatusView]]:
 
 
 def project(server: Server, views: MemberStatusView) -> int:
-    return ProjectionWorker(server.ledger, MemberStatusProjection(views, server.ledger)).catch_up()
+    return ProjectionWorker(
+        server.ledger, MemberStatusProjection(views, server.ledger, representations)
+    ).catch_up()
 
 
 def read(server: Server, path: str) -> tuple[str, dict[str, Any]]:
@@ -108,7 +111,7 @@ def test_a_worker_in_the_background_serves_read_your_writes(
 ) -> None:
     server, views = reader
     server.enrol("bob")
-    projector = ProjectionThread(server.ledger, views, poll_seconds=0.01).start()
+    projector = ProjectionThread(server.ledger, views, representations, poll_seconds=0.01).start()
     try:
         for n in range(1, 6):
             bought = server.purchase(f"B-{n}", "bob", "10.00")

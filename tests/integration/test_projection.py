@@ -19,6 +19,7 @@ from adapters.projections import MemberStatusProjection, ProjectionWorker, repla
 from adapters.settings import Database
 from adapters.verification import MISSING_LIVE, verify_member_status
 from adapters.views import MemberStatusRow, MemberStatusView, open_member_status_view
+from api import representations
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 from domain.program import ProgramRules
@@ -37,7 +38,7 @@ class CrashingProjection(MemberStatusProjection):
     """Dies on its ``crash_at``-th event, in the middle of a batch."""
 
     def __init__(self, view: MemberStatusView, ledger: Ledger, crash_at: int) -> None:
-        super().__init__(view, ledger)
+        super().__init__(view, ledger, representations)
         self.crash_at = crash_at
         self.calls = 0
 
@@ -95,7 +96,9 @@ def scratch_view(tmp_path: Path, name: str) -> MemberStatusView:
 
 
 def catch_up(ledger: Ledger, view: MemberStatusView) -> int:
-    return ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up()
+    return ProjectionWorker(
+        ledger, MemberStatusProjection(view, ledger, representations)
+    ).catch_up()
 
 
 def test_the_view_is_each_members_status_as_of_its_latest_event(
@@ -130,7 +133,9 @@ def test_a_worker_killed_mid_batch_resumes_and_applies_every_event_exactly_once(
         # The batches before the crash are written; the one it broke left nothing behind.
         position += page * ((crash_at - 1) // page)
         assert view.max_tracking_id(ledger.name) == position
-    restarted = ProjectionWorker(ledger, MemberStatusProjection(view, ledger), page)
+    restarted = ProjectionWorker(
+        ledger, MemberStatusProjection(view, ledger, representations), page
+    )
     assert restarted.catch_up() == (ledger.recorder.max_notification_id() or 0) - position
     for row in view.all():
         assert row.applied == row.version, row.member_id  # each event applied exactly once
@@ -170,7 +175,7 @@ def test_replay_from_scratch_gives_identical_rows(
     ledger, view = history
     catch_up(ledger, view)
     before = rows(view)
-    assert replay(ledger, view) == ledger.recorder.max_notification_id()
+    assert replay(ledger, view, representations) == ledger.recorder.max_notification_id()
     assert rows(view) == before
 
 
@@ -197,14 +202,14 @@ def test_the_verification_names_a_corrupted_row(
 ) -> None:
     ledger, view = history
     catch_up(ledger, view)
-    clean = verify_member_status(ledger, view)
+    clean = verify_member_status(ledger, view, representations)
     assert clean.mismatches == []
     assert (clean.events, clean.members) == (ledger.recorder.max_notification_id(), 4)
 
     truth = view.row("bob")
     assert truth is not None
     corrupt(database_url, "bob", 12345)
-    found = verify_member_status(ledger, view)
+    found = verify_member_status(ledger, view, representations)
     assert [(m.member_id, m.field, m.live, m.replayed) for m in found.mismatches] == [
         ("bob", "points.available", 12345, truth.status["points"]["available"])
     ]
@@ -214,7 +219,7 @@ def test_a_view_never_built_is_reported_member_by_member(
     history: tuple[Ledger, MemberStatusView],
 ) -> None:
     ledger, view = history
-    result = verify_member_status(ledger, view)
+    result = verify_member_status(ledger, view, representations)
     assert result.position is None and not result.live_view_built
     owners = {"o-1": "ann", "o-2": "cat", "o-3": "bob", "o-4": "ann", "o-5": "cat"}
     assert [(m.member_id, m.field, m.live) for m in result.mismatches] == [
@@ -228,7 +233,7 @@ def test_the_verification_replays_only_up_to_the_live_views_position(
     ledger, view = history
     catch_up(ledger, view)
     answers(ledger).record_purchase("o-9", "dan", Decimal("70.00"), "USD", None, [], None, "t")
-    result = verify_member_status(ledger, view)  # the worker has not seen o-9 yet
+    result = verify_member_status(ledger, view, representations)  # the worker has not seen o-9 yet
     assert result.mismatches == []
     assert result.events == view.max_tracking_id(ledger.name)
 
@@ -256,14 +261,14 @@ def test_a_rebuild_writes_each_changed_row_once_per_stretch_of_events_not_once_a
     head = ledger.recorder.max_notification_id() or 0
     catch_up(ledger, view)
     counted = CountingView(scratch_view(tmp_path, "stretches"))
-    projection = MemberStatusProjection(counted, ledger)  # type: ignore[arg-type]
+    projection = MemberStatusProjection(counted, ledger, representations)  # type: ignore[arg-type]
     assert ProjectionWorker(ledger, projection, 3, rows_every=12).catch_up() == head
     # Each write is at a page boundary once 12 events have been folded, the last at the head.
     positions = [position for _, position in counted.writes]
     assert positions == [*range(12, head, 12), head]
     # A member with events in several pages of a stretch was written once in that stretch.
     paged = CountingView(scratch_view(tmp_path, "pages"))
-    ProjectionWorker(ledger, MemberStatusProjection(paged, ledger), 3).catch_up()  # type: ignore[arg-type]
+    ProjectionWorker(ledger, MemberStatusProjection(paged, ledger, representations), 3).catch_up()  # type: ignore[arg-type]
     assert [position for _, position in paged.writes] == [*range(3, head, 3), head]
     written = [sum(size for size, _ in view.writes) for view in (counted, paged)]
     assert written[0] < written[1]

@@ -13,6 +13,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from adapters.projections import MemberStatusProjection, ProjectionWorker
 from adapters.recorders import LockedInsertApplicationRecorder
 from adapters.views import open_member_status_view
+from api import representations
 from domain.clock import FixedClock
 from tests.answers import answers
 
@@ -129,7 +130,9 @@ def test_a_view_read_is_one_statement_without_a_transaction(
         answers(ledger).enrol("m1", "m1@example.com", "Ann", "t")
         view = open_member_status_view(ledger.env)
         try:
-            ProjectionWorker(ledger, MemberStatusProjection(view, ledger)).catch_up()
+            ProjectionWorker(
+                ledger, MemberStatusProjection(view, ledger, representations)
+            ).catch_up()
 
             def no_transaction(*args: Any, **kwargs: Any) -> None:
                 raise AssertionError("a transaction was opened for a one-row read")
