@@ -11,6 +11,7 @@ import pytest
 from domain.errors import (
     Conflict,
     InvalidAmount,
+    InvalidInput,
     OccurredAtOutOfRange,
     UnknownGuarantee,
     UnknownMember,
@@ -18,6 +19,7 @@ from domain.errors import (
 )
 from domain.ledger import Ledger
 from domain.members import LineItem
+from domain.program import ProgramRules
 from tests.answers import answers
 
 from .storefront import Shop, day, items
@@ -69,6 +71,27 @@ def test_tier_multiplier_is_applied_to_the_floored_amount_and_floored_again(
     member.buy("o-1", spend)
     assert member.tier() == tier
     assert member.buy("o-2", amount)["points_awarded"] == points
+
+
+@pytest.mark.parametrize(("spend", "points"), [("0.00", 120), ("500.00", 150)])
+def test_a_program_may_award_several_points_per_whole_unit(
+    member: Shop, ledger: Ledger, spend: str, points: int
+) -> None:
+    """12.99 at 10 points a unit: floor(12.99) x 10 = 120, times the tier's multiplier."""
+    rules = ProgramRules.from_dict({"earning": {"points_per_currency_unit": 10}})
+    assert rules.points_per_currency_unit == 10
+    assert rules.to_dict()["earning"]["points_per_currency_unit"] == 10
+    ledger.publish_program(rules, "test")
+    if spend != "0.00":
+        member.buy("o-0", spend)
+    assert member.buy("o-1", "12.99")["points_awarded"] == points
+
+
+@pytest.mark.parametrize("per_unit", [0, -1, 10_001, "2", 1.5, True])
+def test_points_per_unit_must_be_a_whole_number_from_1_to_10000(per_unit: Any) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        ProgramRules.from_dict({"earning": {"points_per_currency_unit": per_unit}})
+    assert list(refused.value.errors) == ["earning.points_per_currency_unit"]
 
 
 def test_a_new_category_earns_the_cross_sell_bonus_once_per_purchase_not_multiplied(
