@@ -165,7 +165,9 @@ class Ledger(Application[UUID]):
             code = normalise_code(referral_code)
             if code is None:
                 raise UnknownReferralCode(referral_code)
-            referrer_id = self._owner("referral-code", code, UnknownReferralCode(referral_code))
+            referrer_id = self.writes.owner(
+                "referral-code", code, UnknownReferralCode(referral_code)
+            )
             if referrer_id == member_id:
                 raise SelfReferral()
         writes = self.writes
@@ -230,7 +232,7 @@ class Ledger(Application[UUID]):
         for attempt in range(100):
             code = referral_code_for(member_id, attempt)
             try:
-                owner = self._owner("referral-code", code, LookupError())
+                owner = self.writes.owner("referral-code", code, LookupError())
             except LookupError:
                 return code
             if owner == member_id:
@@ -402,12 +404,11 @@ class Ledger(Application[UUID]):
             member_id,
             command,
             new_owner=("order", order_id),
-            on_conflict=lambda: self._check_owner("order", order_id, member_id),
             partner_of=referrals.open_referrer,
         )
 
     def purchase(self, order_id: str) -> Purchase:
-        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
         uid = member_uuid(member_id)
         with self.writes.lock(uid):
             return self.writes.member(uid, member_id).purchases[order_id]
@@ -421,7 +422,7 @@ class Ledger(Application[UUID]):
         cause: str,
     ) -> Written[Purchase]:
         """The purchase as the refund ``refund_id`` left it."""
-        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
         terms = self.terms()
         if amount is not None:
             amount = check_amount(amount, terms.rules.currency)
@@ -446,7 +447,7 @@ class Ledger(Application[UUID]):
         self, order_id: str, claim_id: str, evidence: str | None, cause: str
     ) -> Written[Purchase]:
         """The purchase with its claim."""
-        member_id = self._owner("order", order_id, UnknownOrder(order_id))
+        member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
         terms = self.terms()
 
         def command(member: Member, now: datetime, partner: Member | None) -> tuple[Purchase, bool]:
@@ -494,11 +495,10 @@ class Ledger(Application[UUID]):
             member_id,
             command,
             new_owner=("redemption", redemption_id),
-            on_conflict=lambda: self._check_owner("redemption", redemption_id, member_id),
         )
 
     def cancel_redemption(self, redemption_id: str, cause: str) -> Written[Redemption]:
-        member_id = self._owner("redemption", redemption_id, UnknownRedemption(redemption_id))
+        member_id = self.writes.owner("redemption", redemption_id, UnknownRedemption(redemption_id))
         terms = self.terms()
 
         def command(
@@ -547,22 +547,3 @@ class Ledger(Application[UUID]):
         recorded = self.writes.change(member_id, command).value
         self._remember_due(uid)
         return recorded
-
-    # Ownership of natural keys.
-
-    def _owner(self, kind: str, key: str, missing: Exception) -> str:
-        try:
-            owner: Ownership = self.repository.get(
-                Ownership.key_id(kind, key), deepcopy_from_cache=False
-            )
-        except AggregateNotFoundError:
-            raise missing from None
-        return owner.member_id
-
-    def _check_owner(self, kind: str, key: str, member_id: str) -> None:
-        try:
-            owner = self._owner(kind, key, LookupError())
-        except LookupError:
-            return
-        if owner != member_id:
-            raise Conflict(f"{kind} {key!r} belongs to another member", "member_id")

@@ -165,6 +165,19 @@ class ProgramRules:
         return rules
 
 
+# The whole-number rules: (section of the document, field, lowest, highest); the default of each
+# is ProgramRules()'s.
+WHOLE_NUMBERS = (
+    ("earning", "points_per_currency_unit", 1, 10_000),
+    ("earning", "cross_sell_bonus", 0, 1_000_000),
+    ("earning", "return_window_days", 0, 3650),
+    ("earning", "lot_lifetime_days", 1, 36500),
+    ("", "tier_period_days", 1, 3650),
+    ("lifecycle", "dormant_days", 1, 36500),
+    ("lifecycle", "lost_days", 1, 36500),
+)
+
+
 class _Reader:
     def __init__(self, data: Any) -> None:
         self.data = data
@@ -243,53 +256,28 @@ class _Reader:
         )  # fmt: skip
         lifecycle = self.obj(top.get("lifecycle", {}), "lifecycle")
         self.known(lifecycle, "lifecycle", {"dormant_days", "lost_days"})
+        sections = {"": top, "earning": earning, "lifecycle": lifecycle}
+        whole_numbers = {
+            name: self.integer(
+                sections[section].get(name),
+                f"{section}.{name}" if section else name,
+                low,
+                high,
+                getattr(base, name),
+            )
+            for section, name, low, high in WHOLE_NUMBERS
+        }
         rules = replace(
             base,
             currency=currency,
-            points_per_currency_unit=self.integer(
-                earning.get("points_per_currency_unit"),
-                "earning.points_per_currency_unit",
-                1,
-                10_000,
-                base.points_per_currency_unit,
-            ),
-            cross_sell_bonus=self.integer(
-                earning.get("cross_sell_bonus"),
-                "earning.cross_sell_bonus",
-                0,
-                1_000_000,
-                base.cross_sell_bonus,
-            ),
-            return_window_days=self.integer(
-                earning.get("return_window_days"),
-                "earning.return_window_days",
-                0,
-                3650,
-                base.return_window_days,
-            ),
-            lot_lifetime_days=self.integer(
-                earning.get("lot_lifetime_days"),
-                "earning.lot_lifetime_days",
-                1,
-                36500,
-                base.lot_lifetime_days,
-            ),
             point_value=self.decimal(
                 earning.get("point_value"), "earning.point_value", Decimal(0), base.point_value
-            ),
-            tier_period_days=self.integer(
-                top.get("tier_period_days"), "tier_period_days", 1, 3650, base.tier_period_days
-            ),
-            dormant_days=self.integer(
-                lifecycle.get("dormant_days"), "lifecycle.dormant_days", 1, 36500, base.dormant_days
-            ),
-            lost_days=self.integer(
-                lifecycle.get("lost_days"), "lifecycle.lost_days", 1, 36500, base.lost_days
             ),
             tiers=self.tiers(top.get("tiers")),
             guarantees=self.guarantees(top.get("guarantees")),
             rewards=self.rewards(top.get("rewards")),
             referrals=self.referrals(top.get("referrals")),
+            **whole_numbers,
         )
         return rules
 

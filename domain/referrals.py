@@ -8,6 +8,7 @@ concurrency (the referrer's version number serialises its qualifications).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from domain.errors import SelfReferral
 from domain.members import CROCKFORD, AgreedTerms, Member, ReferralState, Terms
@@ -165,27 +166,18 @@ def after_refund(
     if purchase.refundable >= referral.terms.qualifying_amount:
         return
     common = {"cause": cause, "program_version": terms.version, "timestamp": recorded_at}
-    points = referrer.lot_points(made.lot_id)
-    taken, debt = referrer.lots.plan_clawback(made.lot_id, points)
-    referrer.trigger_event(
-        Member.ReferralVoided,
-        at=at,
-        referee_id=referee.member_id,
-        refund_id=refund_id,
-        points_clawed_back=points,
-        taken=taken,
-        debt=debt,
-        **common,
-    )
-    points = referee.lot_points(referral.lot_id)
-    taken, debt = referee.lots.plan_clawback(referral.lot_id, points)
-    referee.trigger_event(
-        Member.RefereeRewardVoided,
-        at=refund_at,
-        referrer_id=referrer.member_id,
-        refund_id=refund_id,
-        points_clawed_back=points,
-        taken=taken,
-        debt=debt,
-        **common,
-    )
+    take_back_reward(
+        referrer, made.lot_id, Member.ReferralVoided, at=at, referee_id=referee.member_id,
+        refund_id=refund_id, **common,
+    )  # fmt: skip
+    take_back_reward(
+        referee, referral.lot_id, Member.RefereeRewardVoided, at=refund_at,
+        referrer_id=referrer.member_id, refund_id=refund_id, **common,
+    )  # fmt: skip
+
+
+def take_back_reward(member: Member, lot_id: str, event_class: Any, **data: Any) -> None:
+    """A voided reward: all the points its lot was opened with, from that lot first."""
+    points = member.lot_points(lot_id)
+    taken, debt = member.lots.plan_clawback(lot_id, points)
+    member.trigger_event(event_class, points_clawed_back=points, taken=taken, debt=debt, **data)

@@ -77,6 +77,25 @@ class MemberWrites:
                 with contextlib.suppress(KeyError):
                     cache.get(uid, evict=True)
 
+    def owner(self, kind: str, key: str, missing: Exception) -> str:
+        """The member a natural key (an order, a redemption, a referral code) belongs to."""
+        try:
+            found: Ownership = self.app.repository.get(
+                Ownership.key_id(kind, key), deepcopy_from_cache=False
+            )
+        except AggregateNotFoundError:
+            raise missing from None
+        return found.member_id
+
+    def check_owner(self, kind: str, key: str, member_id: str) -> None:
+        """A key another member holds is a conflict."""
+        try:
+            found = self.owner(kind, key, LookupError())
+        except LookupError:
+            return
+        if found != member_id:
+            raise Conflict(f"{kind} {key!r} belongs to another member", "member_id")
+
     def save(self, *aggregates: Aggregate) -> int:
         """Save in one transaction; the position of the last event recorded."""
         return max(recording.notification.id for recording in self.app.save(*aggregates))
@@ -89,7 +108,6 @@ class MemberWrites:
         member_id: str,
         command: Command[T],
         new_owner: tuple[str, str] | None = None,
-        on_conflict: Callable[[], None] | None = None,
         partner_of: Callable[[Member], str | None] | None = None,
     ) -> Written[T]:
         """Run a command on the cached member in place, and save what it changed.
@@ -97,7 +115,8 @@ class MemberWrites:
         ``partner_of`` names a second member the command may change in the same transaction
         (a referrer). Most commands change one member: its lock is taken, it is read once, and
         the command runs. Only when it names a partner are both locks taken (in order) and both
-        read. ``new_owner`` is an ownership recorded with the change when it creates something.
+        read. ``new_owner`` is the natural key (kind, key) the change takes for the member when
+        it creates something: another member's key is a conflict, whatever else fails.
         """
         uid = member_uuid(member_id)
         for attempt in range(self.max_attempts):
@@ -105,7 +124,7 @@ class MemberWrites:
                 member = self.member(uid, member_id)
                 partner_id = None if partner_of is None else partner_of(member)
                 if partner_id is None:
-                    done = self._run(member, None, command, new_owner, on_conflict)
+                    done = self._run(member, None, command, new_owner)
                     if done is not None:
                         return done
             if partner_id is not None:
@@ -115,11 +134,11 @@ class MemberWrites:
                     if partner_of is not None and partner_of(member) != partner_id:
                         continue  # the partner changed while no lock was held: start again
                     partner = self.member(uids[1], partner_id)
-                    done = self._run(member, partner, command, new_owner, on_conflict)
+                    done = self._run(member, partner, command, new_owner)
                     if done is not None:
                         return done
-            if on_conflict is not None:
-                on_conflict()
+            if new_owner is not None:
+                self.check_owner(*new_owner, member_id)
             self.retry_pause(attempt)
         raise Conflict(f"member {member_id!r} is changing too fast; try again")
 
@@ -129,7 +148,6 @@ class MemberWrites:
         partner: Member | None,
         command: Command[T],
         new_owner: tuple[str, str] | None,
-        on_conflict: Callable[[], None] | None,
     ) -> Written[T] | None:
         """Run ``command`` and save what it changed (under the members' locks); None when the
         save met a concurrent writer, so the caller runs it again on fresh copies."""
@@ -151,8 +169,8 @@ class MemberWrites:
             return None
         except DomainError:
             self.evict(*uids)
-            if on_conflict is not None:
-                on_conflict()  # another member's id is a conflict, whatever else fails
+            if new_owner is not None:
+                self.check_owner(*new_owner, member.member_id)
             raise
         except BaseException:
             self.evict(*uids)
