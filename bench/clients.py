@@ -242,7 +242,7 @@ def _client_process(kind: str, spec: dict[str, Any], barrier: Any, results: Any)
 def run_clients(
     jobs: list[tuple[str, dict[str, Any]]],
     timeout: float,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Run each (kind, spec) in its own process; all start together (``on_start`` is called
     then); results in job order."""

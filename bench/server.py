@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BIN, ROOT, BenchError, log
+from bench.common import BIN, ROOT, BenchError, log, spawn
 from devtools.postgres import free_port
 
 
@@ -107,16 +107,7 @@ class Server:
         env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
-            with self.log_path.open("ab") as log_file:
-                self.process = subprocess.Popen(
-                    self.command(),
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self.process = spawn(self.command(), self.log_path, env, mode="ab")
             if self._wait_healthy() and self._wait_workers():
                 return
             self.stop()

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import BIN, ROOT, BenchError, log
+from bench.common import BIN, BenchError, log, spawn
 from bench.stats import percentile
 
 
@@ -34,16 +34,7 @@ class ProjectionWorkerProcess:
     def start(self) -> None:
         env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
         command = [str(BIN / "daifuku"), "project", "--poll", f"{self.poll:g}"]
-        with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = spawn(command, self.log_path, env)
 
     @property
     def pid(self) -> int:
