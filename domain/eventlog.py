@@ -32,6 +32,11 @@ def describe_event(event: Any) -> dict[str, Any]:
     }
 
 
+def aggregate_of(event: Any) -> str:
+    """The aggregate an event belongs to, as its stored topic names it (``Member``, ...)."""
+    return get_topic(type(event)).partition(":")[2].split(".")[0]
+
+
 def to_json(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
@@ -58,7 +63,7 @@ def page(app: Application[UUID], after: int = 0, limit: int = 100) -> list[dict[
             {
                 "position": notification.id,
                 "type": described["type"],
-                "aggregate": type(event).__qualname__.split(".")[0],
+                "aggregate": aggregate_of(event),
                 "member_id": getattr(event, "member_id", None),
                 "recorded_at": described["recorded_at"],
                 "occurred_at": described["occurred_at"],
