@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -21,8 +20,9 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
 
-from domain import analytics, eventlog, referrals, snapshots, transcodings, value
+from domain import eventlog, referrals, reports, snapshots, transcodings
 from domain.clock import Clock, SystemClock
+from domain.due_index import DueIndex
 from domain.errors import (
     Conflict,
     OccurredAtOutOfRange,
@@ -74,9 +74,7 @@ class Ledger(Application[UUID]):
         self.writes = MemberWrites(self, self.clock)
         self._terms: Terms | None = None
         self._terms_checked = 0.0
-        self._due: dict[UUID, datetime] = {}
-        self._scanned_to = 0
-        self._scheduler_lock = threading.Lock()
+        self.due = DueIndex(self)
         self._ensure_program()
 
     # Persistence hooks of the library.
@@ -159,7 +157,6 @@ class Ledger(Application[UUID]):
         referral_code: str | None = None,
     ) -> Written[MemberStatus]:
         terms = self.terms()
-        uid = member_uuid(member_id)
         code = referrer_id = None
         if referral_code is not None:
             code = normalise_code(referral_code)
@@ -170,45 +167,26 @@ class Ledger(Application[UUID]):
             )
             if referrer_id == member_id:
                 raise SelfReferral()
-        writes = self.writes
-        for attempt in range(writes.max_attempts):
-            now = self.clock.now()
-            uids = [uid] if referrer_id is None else [uid, member_uuid(referrer_id)]
-            with writes.locks(uids):
-                try:
-                    existing = writes.member(uid, member_id)
-                except UnknownMember:
-                    pass
-                else:
-                    self._check_same_enrolment(existing, email, name, code)
-                    head = self.recorder.max_notification_id() or 0
-                    return Written(existing.status(now, terms), False, head)
-                member = Member.enrol(
-                    member_id, email, name, terms, now, cause, self._free_code(member_id)
-                )
-                changed: list[Aggregate] = [
-                    member,
-                    Ownership.record("referral-code", member.referral_code, member_id, now),
-                ]
-                if referrer_id is not None and code is not None:
-                    referrer = writes.member(uids[1], referrer_id)
-                    try:
-                        referrals.register(referrer, member, code, terms, now, cause)
-                    except BaseException:
-                        writes.evict(uids[1])
-                        raise
-                    changed.append(referrer)
-                try:
-                    position = writes.save(*changed)
-                except IntegrityError:
-                    writes.evict(*uids)
-                    writes.retry_pause(attempt)
-                    continue
-                except BaseException:
-                    writes.evict(*uids)  # the cached referrer holds events that were not saved
-                    raise
-                return Written(member.status(now, terms), True, position)
-        raise Conflict(f"member {member_id!r} is being enrolled concurrently; try again")
+
+        def decide(
+            existing: Member | None, now: datetime, referrer: Member | None
+        ) -> tuple[MemberStatus, list[Aggregate]]:
+            if existing is not None:
+                self._check_same_enrolment(existing, email, name, code)
+                return existing.status(now, terms), []
+            member = Member.enrol(
+                member_id, email, name, terms, now, cause, self._free_code(member_id)
+            )
+            changed: list[Aggregate] = [
+                member,
+                Ownership.record("referral-code", member.referral_code, member_id, now),
+            ]
+            if referrer is not None and code is not None:
+                referrals.register(referrer, member, code, terms, now, cause)
+                changed.append(referrer)
+            return member.status(now, terms), changed
+
+        return self.writes.create(member_id, decide, partner_id=referrer_id)
 
     @staticmethod
     def _check_same_enrolment(
@@ -256,20 +234,7 @@ class Ledger(Application[UUID]):
             terms = self.terms()
             with self.writes.lock(uid):
                 return self.writes.member(uid, member_id).status(self.clock.now(), terms)
-        return self._member_at(member_id, as_of).status(as_of, self.program_at(as_of))
-
-    def _member_at(self, member_id: str, as_of: datetime) -> Member:
-        uid = member_uuid(member_id)
-        version = None
-        event: Any
-        for event in self.events.get(uid):
-            if event.timestamp > as_of:
-                break
-            version = event.originator_version
-        if version is None:
-            raise UnknownMember(member_id)
-        member: Member = self.repository.get(uid, version=version)
-        return member
+        return self.member_at(member_id, as_of).status(as_of, self.program_at(as_of))
 
     def member_events(
         self, member_id: str, after: int = 0, limit: int = 100
@@ -286,42 +251,10 @@ class Ledger(Application[UUID]):
         """The whole ledger in the order it was recorded, each event with its position."""
         return eventlog.page(self, after, limit)
 
-    # Analytics, folded from the ledger (domain/analytics.py and domain/value.py have the rules).
-
-    def enrolled_by(self, moment: datetime) -> list[str]:
-        """The members enrolled by ``moment``, in the order they enrolled."""
-        return [
-            event.member_id
-            # Not break: writers in other processes may commit in another order than their times.
-            for event in eventlog.member_events_of_types(self, "Enrolled")
-            if event.timestamp <= moment
-        ]
-
-    def members_at(self, as_of: datetime | None) -> list[Member]:
-        """Every member as the ledger held it at ``as_of`` (now when None)."""
-        if as_of is None:
-            return [self._copy_of(m) for m in self.enrolled_by(self.clock.now())]
-        return [self._member_at(m, as_of) for m in self.enrolled_by(as_of)]
-
-    def _copy_of(self, member_id: str) -> Member:
-        uid = member_uuid(member_id)
-        with self.writes.lock(uid):
-            return copy.deepcopy(self.writes.member(uid, member_id))
+    # Analytics, folded from the ledger (domain/reports.py).
 
     def analytics_summary(self, as_of: datetime | None = None) -> dict[str, Any]:
-        """Members by tier and stage, points outstanding, guarantee liability and the referral
-        funnel of every member as of the instant."""
-        moment = as_of or self.clock.now()
-        terms = self.terms() if as_of is None else self.program_at(moment)
-        members = self.members_at(as_of)
-        statuses = [self.member_status(m.member_id, as_of) for m in members]
-        return analytics.summary(
-            moment,
-            terms.rules,
-            (status.holding() for status in statuses),
-            (promise for m in members for promise in m.promises()),
-            analytics.funnel_counts(made.steps() for m in members for made in m.referrals.values()),
-        )
+        return reports.summary(self, as_of)
 
     def customer_value(
         self,
@@ -330,22 +263,27 @@ class Ledger(Application[UUID]):
         after: int = 0,
         limit: int = 100,
     ) -> dict[str, Any]:
-        """Per member: net contribution, value class, RFM and lifecycle stage (domain/value.py).
+        return reports.customer_value(self, as_of, value_class, after, limit)
 
-        Classes, scores and the Pareto share rank every member with purchases as of the instant;
-        ``value_class`` then keeps one class, and ``after``/``limit`` page through the rest.
-        """
-        moment = as_of or self.clock.now()
-        rules = self.program_at(moment).rules
-        return value.report(
-            [member.value_facts() for member in self.members_at(as_of)],
-            moment,
-            rules,
-            lambda member_id: self.member_status(member_id, as_of).stage.value,
-            value_class,
-            after,
-            limit,
-        )
+    def member_at(self, member_id: str, as_of: datetime) -> Member:
+        """The member as its events recorded by ``as_of`` left it."""
+        uid = member_uuid(member_id)
+        version = None
+        event: Any
+        for event in self.events.get(uid):
+            if event.timestamp > as_of:
+                break
+            version = event.originator_version
+        if version is None:
+            raise UnknownMember(member_id)
+        member: Member = self.repository.get(uid, version=version)
+        return member
+
+    def member_copy(self, member_id: str) -> Member:
+        """A copy of the member as it is now, taken under its lock."""
+        uid = member_uuid(member_id)
+        with self.writes.lock(uid):
+            return copy.deepcopy(self.writes.member(uid, member_id))
 
     # Purchases and refunds.
 
@@ -515,35 +453,4 @@ class Ledger(Application[UUID]):
 
     def record_due(self, now: datetime | None = None, cause: str | None = None) -> int:
         """Record every time-driven change due by ``now``; a second run records nothing twice."""
-        with self._scheduler_lock:
-            moment = now or self.clock.now()
-            run = cause or f"scheduler:{moment.isoformat()}"
-            for changed, scanned_to in eventlog.changed_members(self, self._scanned_to):
-                for uid in changed:
-                    self._remember_due(uid)
-                self._scanned_to = scanned_to
-            recorded = 0
-            for uid in [uid for uid, due in self._due.items() if due <= moment]:
-                recorded += self._catch_up(uid, moment, run)
-            return recorded
-
-    def _remember_due(self, uid: UUID) -> None:
-        with self.writes.lock(uid):
-            member: Member = self.repository.get(uid, deepcopy_from_cache=False)
-            due = member.next_due_at()
-        if due is None:
-            self._due.pop(uid, None)
-        else:
-            self._due[uid] = due
-
-    def _catch_up(self, uid: UUID, now: datetime, cause: str) -> int:
-        terms = self.terms()
-        with self.writes.lock(uid):
-            member_id = self.writes.member(uid, str(uid)).member_id
-
-        def command(member: Member, _: datetime, __: Member | None) -> tuple[int, bool]:
-            return member.record_due(now, terms, cause, self.clock.now()), True
-
-        recorded = self.writes.change(member_id, command).value
-        self._remember_due(uid)
-        return recorded
+        return self.due.record(now or self.clock.now(), cause)

@@ -29,6 +29,9 @@ T = TypeVar("T")
 # A command gets the member, the time, and the partner it named (if any); it returns its
 # answer and whether it changed anything.
 Command = Callable[[Member, datetime, Member | None], tuple[T, bool]]
+# A creation gets the member if it exists already, the time and the partner; it returns its
+# answer and the aggregates to save (none for a repeat).
+Creation = Callable[[Member | None, datetime, Member | None], tuple[T, list[Aggregate]]]
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,38 @@ class MemberWrites:
 
     def retry_pause(self, attempt: int) -> None:
         time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+
+    def create(
+        self, member_id: str, decide: Creation[T], partner_id: str | None = None
+    ) -> Written[T]:
+        """Create a member (with its ``partner``, a referrer, changed in the same transaction)
+        unless it exists; two processes creating it at once meet as a conflict in the store,
+        and the loser finds the member the winner created."""
+        uid = member_uuid(member_id)
+        uids = [uid] if partner_id is None else [uid, member_uuid(partner_id)]
+        for attempt in range(self.max_attempts):
+            now = self.clock.now()
+            with self.locks(uids):
+                try:
+                    existing: Member | None = self.member(uid, member_id)
+                except UnknownMember:
+                    existing = None
+                partner = None
+                if existing is None and partner_id is not None:
+                    partner = self.member(uids[1], partner_id)
+                try:
+                    result, changed = decide(existing, now, partner)
+                    if not changed:
+                        head = self.app.recorder.max_notification_id() or 0
+                        return Written(result, False, head)
+                    return Written(result, True, self.save(*changed))
+                except IntegrityError:
+                    self.evict(*uids)
+                except BaseException:
+                    self.evict(*uids)  # a cached partner may hold events that were not saved
+                    raise
+            self.retry_pause(attempt)
+        raise Conflict(f"member {member_id!r} is being created concurrently; try again")
 
     def change(
         self,

@@ -1,0 +1,59 @@
+"""The scheduler's index: each member's next due time, kept up to date from the log, so a run
+visits only the members with something due."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from domain import eventlog
+from domain.members import Member
+
+if TYPE_CHECKING:
+    from domain.ledger import Ledger
+
+
+class DueIndex:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.due: dict[UUID, datetime] = {}
+        self.scanned_to = 0
+        self.lock = threading.Lock()
+
+    def record(self, now: datetime, cause: str | None = None) -> int:
+        """Record every change due by ``now``; how many were recorded."""
+        with self.lock:
+            run = cause or f"scheduler:{now.isoformat()}"
+            for changed, scanned_to in eventlog.changed_members(self.ledger, self.scanned_to):
+                for uid in changed:
+                    self._remember(uid)
+                self.scanned_to = scanned_to
+            recorded = 0
+            for uid in [uid for uid, due in self.due.items() if due <= now]:
+                recorded += self._catch_up(uid, now, run)
+            return recorded
+
+    def _remember(self, uid: UUID) -> None:
+        writes = self.ledger.writes
+        with writes.lock(uid):
+            member: Member = self.ledger.repository.get(uid, deepcopy_from_cache=False)
+            due = member.next_due_at()
+        if due is None:
+            self.due.pop(uid, None)
+        else:
+            self.due[uid] = due
+
+    def _catch_up(self, uid: UUID, now: datetime, cause: str) -> int:
+        ledger = self.ledger
+        terms = ledger.terms()
+        with ledger.writes.lock(uid):
+            member_id = ledger.writes.member(uid, str(uid)).member_id
+
+        def command(member: Member, _: datetime, __: Member | None) -> tuple[int, bool]:
+            return member.record_due(now, terms, cause, ledger.clock.now()), True
+
+        recorded = ledger.writes.change(member_id, command).value
+        self._remember(uid)
+        return recorded
