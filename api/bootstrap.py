@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -21,12 +20,9 @@ from domain.ledger import Ledger
 STARTUP_ATTEMPTS = 5
 
 
-def bootstrap(
-    settings: Settings, clock: Clock | None = None, environ: Mapping[str, str] | None = None
-) -> tuple[Ledger, KeyStore, bytes]:
+def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, KeyStore, bytes]:
     """The ledger, the key store and the token secret (``settings.secret_key`` if set, else
-    the one kept in the database). ``environ`` is ignored: everything comes from ``settings``;
-    it goes once the callers in ``tests/`` stop passing it."""
+    the one kept in the database); everything comes from ``settings``."""
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
     for attempt in range(STARTUP_ATTEMPTS):
@@ -56,11 +52,9 @@ def bootstrap(
     return ledger, keys, secret
 
 
-def build_app(
-    settings: Settings, clock: Clock | None = None, environ: Mapping[str, str] | None = None
-) -> tuple[Flask, Ledger, KeyStore]:
+def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Ledger, KeyStore]:
     """The whole server, reading from the views unless settings say otherwise; the caller
-    closes it with ``close_app`` when it stops. ``environ`` is ignored, as in ``bootstrap``."""
+    closes it with ``close_app`` when it stops."""
     clock = clock or SystemClock()
     ledger, keys, secret = bootstrap(settings, clock)
     views = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -189,9 +189,9 @@ def handle_http_exception(error: HTTPException) -> Response:
         if isinstance(messages, Mapping) and len(messages) == 1:
             messages = next(iter(messages.values()))
         errors = flatten(messages)
-        # webargs answers 422, the status INVALID_INPUT carries.
+        # webargs answers 422 for fields that break the schema, 400 for a body that is no JSON.
         return problem_response(
-            INVALID_INPUT,
+            replace(INVALID_INPUT, status=status),
             _summary(errors),
             errors=errors,
             headers=headers | dict(data.get("headers") or {}),

@@ -24,11 +24,12 @@ def enrolled_by(ledger: Ledger, moment: datetime) -> list[str]:
     ]
 
 
-def members_at(ledger: Ledger, as_of: datetime | None) -> list[Member]:
-    """Every member as the ledger held it at ``as_of`` (copies as they are now when None)."""
-    if as_of is None:
-        return [ledger.member_copy(m) for m in enrolled_by(ledger, ledger.clock.now())]
-    return [ledger.member_at(m, as_of) for m in enrolled_by(ledger, as_of)]
+def members_at(ledger: Ledger, moment: datetime, now: bool) -> list[Member]:
+    """Every member enrolled by ``moment``: as the ledger held them then, or, ``now``, copies
+    as they are (with whatever was recorded while the copies were taken)."""
+    if now:
+        return [ledger.member_copy(m) for m in enrolled_by(ledger, moment)]
+    return [ledger.member_at(m, moment) for m in enrolled_by(ledger, moment)]
 
 
 def summary(ledger: Ledger, as_of: datetime | None = None) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def summary(ledger: Ledger, as_of: datetime | None = None) -> dict[str, Any]:
     funnel of every member as of the instant."""
     moment = as_of or ledger.clock.now()
     terms = ledger.terms() if as_of is None else ledger.program_at(moment)
-    members = members_at(ledger, as_of)
+    members = members_at(ledger, moment, now=as_of is None)
     return analytics.summary(
         moment,
         terms.rules,
@@ -62,7 +63,7 @@ def customer_value(
     """
     moment = as_of or ledger.clock.now()
     terms = ledger.program_at(moment)
-    members = {member.member_id: member for member in members_at(ledger, as_of)}
+    members = {m.member_id: m for m in members_at(ledger, moment, now=as_of is None)}
     return value.report(
         [member.value_facts() for member in members.values()],
         moment,

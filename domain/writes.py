@@ -115,8 +115,8 @@ class MemberWrites:
         uid = member_uuid(member_id)
         uids = [uid] if partner_id is None else [uid, member_uuid(partner_id)]
         for attempt in range(self.max_attempts):
-            now = self.clock.now()
             with self.locks(uids):
+                now = self.clock.now()  # under the locks: each member's events in time order
                 try:
                     existing: Member | None = self.member(uid, member_id)
                 except UnknownMember:

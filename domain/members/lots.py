@@ -1,7 +1,7 @@
 """Point lots: each award is a lot that matures, is spent oldest first, expires, or is clawed back.
 
 A lot is named by what it came from (``purchase:<order>``, ``referral:<referee>``,
-``referred-by:<referrer>``, ``redemption:<id>:<lot>``), so events name lots, not positions.
+``referred-by:<referrer>``, ``redemption:<id>#<lot>``), so events name lots, not positions.
 Events stored before lots had names refer to ``#<n>``: the n-th lot the member opened.
 """
 
@@ -97,6 +97,7 @@ class PointLots:
         available_at: datetime,
         expires_at: datetime,
     ) -> Lot:
+        assert lot_id not in self.lots, f"lot {lot_id!r} opened twice"
         lot = Lot(lot_id, len(self.opened), points, points, status, available_at, expires_at)
         self.lots[lot_id] = lot
         self.opened.append(lot_id)

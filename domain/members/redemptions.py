@@ -42,8 +42,9 @@ class Redemption:
 
 
 def returned_lot(redemption_id: str, from_lot: str) -> str:
-    """The lot that gives back what a redemption took from ``from_lot``."""
-    return f"redemption:{redemption_id}:{from_lot}"
+    """The lot that gives back what a redemption took from ``from_lot``. '#' is outside the id
+    alphabet, so no two (redemption, lot) pairs give the same name."""
+    return f"redemption:{redemption_id}#{from_lot}"
 
 
 # Events: each change runs again on every replay.

@@ -228,7 +228,7 @@ def postgres_url(bdd_postgres_database: str) -> Iterator[str]:
 def world(database_url: str) -> Iterator[World]:
     clock = FixedClock(START)
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
-    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    ledger, keys, secret = bootstrap(settings, clock=clock)
     try:
         app = create_app(ledger, keys, token_secret=secret, clock=clock)
         api_keys = {role: keys.create(role, f"bdd {role}") for role in KEY_ROLES}

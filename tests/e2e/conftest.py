@@ -66,7 +66,7 @@ class Server:
 def server(database_url: str) -> Iterator[Server]:
     clock = FixedClock(START)
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
-    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    ledger, keys, secret = bootstrap(settings, clock=clock)
     try:
         app = create_app(
             ledger,

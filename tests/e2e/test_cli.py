@@ -43,7 +43,7 @@ def test_keys_create_prints_the_key_last_and_it_authenticates(
 
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": environment})
     clock = FixedClock(START)
-    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    ledger, keys, secret = bootstrap(settings, clock=clock)
     try:
         app = create_app(ledger, keys, token_secret=secret, clock=clock)
         client = app.test_client()

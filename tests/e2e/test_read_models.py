@@ -33,7 +33,7 @@ def reader(database_url: str) -> Iterator[tuple[Server, MemberStatusView]]:
     """The app reading from the views, with no worker: the tests move the views themselves."""
     clock = FixedClock(START)
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
-    ledger, keys, secret = bootstrap(settings, clock=clock, environ={})
+    ledger, keys, secret = bootstrap(settings, clock=clock)
     views = open_member_status_view(ledger.env)
     try:
         app = create_app(

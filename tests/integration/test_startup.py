@@ -12,7 +12,7 @@ from api.bootstrap import bootstrap
 
 def _start(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
     barrier.wait()
-    ledger, keys, _ = bootstrap(Settings.from_environ({"DAIFUKU_DATABASE_URL": url}), environ={})
+    ledger, keys, _ = bootstrap(Settings.from_environ({"DAIFUKU_DATABASE_URL": url}))
     ledger.close()
     keys.close()
 

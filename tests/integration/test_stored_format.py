@@ -12,7 +12,7 @@ from tests.answers import answers
 
 def test_events_are_stored_as_zlib_compressed_json(database_url: str) -> None:
     settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
-    ledger, keys, _ = bootstrap(settings, environ={})
+    ledger, keys, _ = bootstrap(settings)
     try:
         answers(ledger).enrol("ann", "ann@example.com", None, "t")
         stored = ledger.recorder.select_notifications(start=1, limit=100)

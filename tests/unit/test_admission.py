@@ -200,7 +200,7 @@ def test_the_server_holds_back_writes_beyond_its_concurrency(
     settings = Settings.from_environ(
         {"DAIFUKU_DATABASE_URL": f"sqlite:///{tmp_path}/a.db", "DAIFUKU_WRITE_CONCURRENCY": "1"}
     )
-    app, ledger, keys = build_app(settings, environ={})
+    app, ledger, keys = build_app(settings)
     try:
         key = keys.create("storefront", "admission")
         headers = {"Authorization": f"Bearer {key}"}

@@ -217,3 +217,25 @@ def test_a_cancellation_answers_with_the_balance_after_returned_points_expire(
     shop.at(800)
     result, _ = answers(ledger).cancel_redemption("red-1", "t")
     assert result["points_available"] == 100 == shop.points()["available"]
+
+
+def test_lots_given_back_keep_distinct_names_whatever_the_redemption_ids(shop: Shop) -> None:
+    """A returned lot is named by its redemption and the lot it came from; ids may hold ':', so
+    'a' cancelled from 'b''s returned lot and 'a:redemption:b' must still name two lots."""
+    shop.enrol("m1")
+    shop.buy("o-1", "20.00")
+    shop.at(30)
+    shop.redeem("a:redemption:b", points=10)
+    shop.redeem("b", points=10)
+    answers(shop.ledger).cancel_redemption("b", "test")  # 10 back, in a lot of its own
+    shop.redeem("a", points=10)  # from that lot: o-1's is empty
+    answers(shop.ledger).cancel_redemption("a", "test")
+    answers(shop.ledger).cancel_redemption("a:redemption:b", "test")
+    assert shop.points()["available"] == 20
+    assert shop.redeem("all", points=20)["points_available"] == 0
+    cancelled = shop.events(kind="RedemptionCancelled")
+    assert [event["data"]["returned"][0]["from_lot"] for event in cancelled] == [
+        "purchase:o-1",
+        "redemption:b#purchase:o-1",
+        "purchase:o-1",
+    ]
