@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
-from domain.members import lots, purchases, redemptions, referrals, status, tiers
+from domain.members import lots, purchases, redemptions, referrals, tiers
 
 
 class FieldsTranscoding(Transcoding):
@@ -56,7 +56,6 @@ class EnumTranscoding(Transcoding):
 
 VALUES = (
     lots.Lot,
-    lots.PendingPoints,
     purchases.GuaranteeTerms,
     purchases.Refund,
     purchases.Claim,
@@ -68,7 +67,7 @@ VALUES = (
     tiers.Upgrade,
 )
 BOOKKEEPING = (lots.PointLots, tiers.SpendHistory, tiers.TierStanding)
-ENUMS: tuple[type[Enum], ...] = (lots.LotStatus, referrals.ReferralState, status.Stage)
+ENUMS: tuple[type[Enum], ...] = (lots.LotStatus, referrals.ReferralState)
 
 
 def register(transcoder: JSONTranscoder) -> None:

@@ -8,8 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from domain.analytics import STAGES
 from domain.errors import UnknownMember
 from domain.ledger import Ledger
+from domain.members import Stage
 from domain.program import DEFAULT_TIERS, ProgramRules, TierRule
 from tests.answers import answers
 
@@ -135,3 +137,9 @@ def test_a_shorter_return_window_in_a_new_version_leaves_old_lots_alone(
     member.at(7)
     points = member.points()
     assert (points["available"], points["pending"]) == (10, 100)
+
+
+def test_the_summary_counts_the_stages_a_status_can_have() -> None:
+    """analytics cannot import the member package (it would import itself); its list of
+    stages must still be exactly the Stage enum, in order."""
+    assert tuple(stage.value for stage in Stage) == STAGES
