@@ -6,19 +6,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
 import secrets
-import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import psycopg
-from psycopg_pool import ConnectionPool
 
 from adapters.settings import Database
+from adapters.sidetables import PING, Connection, connect
 
 KEY_ROLES = ("storefront", "auditor", "admin")
 KEY_PREFIX = "dfk_"
@@ -36,75 +30,6 @@ SELECT_KEY = "SELECT role, name FROM daifuku_api_keys WHERE key_hash = ?"
 COUNT_KEYS = "SELECT COUNT(*) FROM daifuku_api_keys"
 INSERT_SECRET = "INSERT INTO daifuku_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
 SELECT_SECRET = "SELECT value FROM daifuku_secrets WHERE name = ?"
-PING = "SELECT 1"
-
-
-class _Connection(Protocol):
-    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-    def create_tables(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _SQLite:
-    """One connection shared by the process's threads; SQLite serialises writers anyway."""
-
-    def __init__(self, path: str) -> None:
-        self._connection = sqlite3.connect(
-            path, timeout=10, check_same_thread=False, isolation_level=None
-        )
-        self._lock = threading.Lock()
-
-    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._connection.execute(statement, tuple(params)).fetchall()
-
-    def create_tables(self) -> None:
-        for statement in SCHEMA_STATEMENTS:
-            self.run(statement)
-
-    def close(self) -> None:
-        with self._lock:
-            self._connection.close()
-
-
-class _Postgres:
-    def __init__(self, database: Database) -> None:
-        kwargs: dict[str, Any] = {
-            "host": database.host,
-            "port": database.port,
-            "user": database.user,
-            "password": database.password,
-            "dbname": database.name,
-            "connect_timeout": 5,
-            "autocommit": True,
-        }
-        if database.schema:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database.schema):
-                raise ValueError(f"unusable PostgreSQL schema name {database.schema!r}")
-            kwargs["options"] = f"-c search_path={database.schema}"
-        self._pool = ConnectionPool(
-            min_size=1, max_size=4, kwargs=kwargs, timeout=5, open=True, name="daifuku-keys"
-        )
-        if database.schema:
-            self.run(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
-
-    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._pool.connection() as connection:
-            cursor = connection.execute(statement.replace("?", "%s"), tuple(params))
-            return cursor.fetchall() if cursor.description else []
-
-    def create_tables(self) -> None:
-        for statement in SCHEMA_STATEMENTS:
-            try:
-                self.run(statement)
-            except psycopg.errors.UniqueViolation:
-                # Another worker created the same table at the same instant: it exists now.
-                continue
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 class KeyStore:
@@ -112,13 +37,11 @@ class KeyStore:
 
     def __init__(self, database: Database, cache_size: int = 1024) -> None:
         self.database = database
-        self._db: _Connection = (
-            _SQLite(database.path) if database.kind == "sqlite" else _Postgres(database)
-        )
+        self._db: Connection = connect(database, name="daifuku-keys")
         self._cache: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
-        self._db.create_tables()
+        self._db.create_tables(SCHEMA_STATEMENTS)
 
     def describe(self) -> str:
         return self.database.describe()

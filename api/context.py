@@ -42,6 +42,7 @@ class Caller:
     role: str
     name: str
     member_id: str | None = None
+    key_id: str | None = None  # the API key's public id (None for a member token)
 
 
 def backend() -> Backend:

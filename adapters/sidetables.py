@@ -1,0 +1,94 @@
+"""Small tables kept beside the event store in the same database: API keys, secrets, data keys.
+
+One connection abstraction for both stores: statements are written with ``?`` placeholders
+and run in autocommit mode.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from adapters.settings import Database
+
+PING = "SELECT 1"
+
+
+class Connection(Protocol):
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def create_tables(self, statements: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteConnection:
+    """One connection shared by the process's threads; SQLite serialises writers anyway."""
+
+    def __init__(self, path: str) -> None:
+        self._connection = sqlite3.connect(
+            path, timeout=10, check_same_thread=False, isolation_level=None
+        )
+        self._lock = threading.Lock()
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection.execute(statement, tuple(params)).fetchall()
+
+    def create_tables(self, statements: Iterable[str]) -> None:
+        for statement in statements:
+            self.run(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+class PostgresConnection:
+    def __init__(self, database: Database, name: str = "daifuku-sidetables") -> None:
+        kwargs: dict[str, Any] = {
+            "host": database.host,
+            "port": database.port,
+            "user": database.user,
+            "password": database.password,
+            "dbname": database.name,
+            "connect_timeout": 5,
+            "autocommit": True,
+        }
+        if database.schema:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database.schema):
+                raise ValueError(f"unusable PostgreSQL schema name {database.schema!r}")
+            kwargs["options"] = f"-c search_path={database.schema}"
+        self._pool = ConnectionPool(
+            min_size=1, max_size=4, kwargs=kwargs, timeout=5, open=True, name=name
+        )
+        if database.schema:
+            self.run(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as connection:
+            cursor = connection.execute(statement.replace("?", "%s"), tuple(params))
+            return cursor.fetchall() if cursor.description else []
+
+    def create_tables(self, statements: Iterable[str]) -> None:
+        for statement in statements:
+            try:
+                self.run(statement)
+            except psycopg.errors.UniqueViolation:
+                # Another worker created the same table at the same instant: it exists now.
+                continue
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def connect(database: Database, name: str = "daifuku-sidetables") -> Connection:
+    if database.kind == "sqlite":
+        return SQLiteConnection(database.path)
+    return PostgresConnection(database, name)
