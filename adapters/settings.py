@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +114,7 @@ class Settings:
         "DAIFUKU_SNAPSHOT_INTERVAL",
         "DAIFUKU_TOKEN_TTL_SECONDS",
         "DAIFUKU_SECRET_KEY",
+        "DAIFUKU_MASTER_KEY",
         "DAIFUKU_READ_MODELS",
         "DAIFUKU_READ_WAIT_SECONDS",
         "DAIFUKU_WRITE_CONCURRENCY",
@@ -127,6 +131,8 @@ class Settings:
     # Signs member tokens; None: the secret generated once and kept in the database.
     secret_key: str | None = field(default=None, repr=False)
     run_scheduler: bool = False  # api/wsgi.py runs the scheduler in each worker
+    # Wraps every member's data key; None: the key generated once and kept in the database.
+    master_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,7 +147,25 @@ class Settings:
             read_wait_seconds=_seconds(env, "DAIFUKU_READ_WAIT_SECONDS", 2.0),
             write_concurrency=_positive_int(env, "DAIFUKU_WRITE_CONCURRENCY", 1),
             run_scheduler=_switch(env, "DAIFUKU_RUN_SCHEDULER"),
+            master_key=_master_key(env, "DAIFUKU_MASTER_KEY"),
         )
+
+
+def _master_key(env: Mapping[str, str], name: str) -> bytes | None:
+    """32 random bytes in URL-safe base64 (``daifuku keys master-key`` prints one)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32 or not re.fullmatch(r"[A-Za-z0-9_-]+=*", raw):
+        raise ConfigurationError(
+            f"{name} must be 32 bytes in URL-safe base64 (43 characters, as "
+            "`daifuku keys master-key` prints); the server does not start without a usable key"
+        )
+    return key
 
 
 def _switch(env: Mapping[str, str], name: str) -> bool:

@@ -10,32 +10,51 @@ from eventsourcing.persistence import PersistenceError
 from flask import Flask
 
 from adapters.keys import KeyStore
-from adapters.settings import Settings
+from adapters.settings import Database, Settings
+from adapters.vault import Vault
 from adapters.views import open_member_status_view
 from api.app import create_app
 from api.context import EXTENSION, Backend
+from domain.actors import Actor, Cause
 from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
 
 STARTUP_ATTEMPTS = 5
+LEGACY_SEALED_FLAG = "legacy-personal-data-sealed"
+LEGACY_SEALING = Cause("upgrade:seal-personal-data", Actor.system("upgrade"))
+OLD_SNAPSHOT_TOPIC = "daifuku:MemberSnapshot.v2"  # held the email and name in plain text
 
 
 def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, KeyStore, bytes]:
-    """The ledger, the key store and the token secret (``settings.secret_key`` if set, else
-    the one kept in the database); everything comes from ``settings``."""
+    """The ledger with its personal-data vault, the key store and the token secret
+    (``settings.secret_key`` if set, else the one kept in the database); everything comes
+    from ``settings``. A ledger an older version wrote gets its plain personal data sealed."""
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
     for attempt in range(STARTUP_ATTEMPTS):
+        vault = None
         try:
+            vault = Vault.open_database(settings.database, settings.master_key)
             ledger = Ledger(
-                env=env, clock=clock or SystemClock(), snapshot_interval=settings.snapshot_interval
+                env=env,
+                clock=clock or SystemClock(),
+                snapshot_interval=settings.snapshot_interval,
+                sealer=vault,
             )
             break
-        except (PersistenceError, psycopg.Error):
+        except (PersistenceError, psycopg.Error, sqlite3.Error):
             # Workers starting together on a fresh database race to create the same tables.
+            if vault is not None:
+                vault.close()
             if attempt == STARTUP_ATTEMPTS - 1:
                 raise
             time.sleep(0.1 * (attempt + 1))
+    try:
+        assert vault is not None
+        seal_legacy_personal_data(ledger, vault, settings.database)
+    except BaseException:
+        ledger.close()
+        raise
     for attempt in range(STARTUP_ATTEMPTS):
         try:
             keys = KeyStore(settings.database)
@@ -50,6 +69,19 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
             raise
     secret = settings.secret_key.encode() if settings.secret_key else keys.signing_secret()
     return ledger, keys, secret
+
+
+def seal_legacy_personal_data(ledger: Ledger, vault: Vault, database: Database) -> int:
+    """Once per database: seal the email and name of members an older version enrolled in plain
+    text, and delete the snapshots that held them (snapshots are caches, not the ledger). The
+    plain values stay in those members' first stored events: see README, Personal data."""
+    if vault.flag(LEGACY_SEALED_FLAG):
+        return 0
+    sealed = ledger.seal_legacy_personal_data(LEGACY_SEALING)
+    table = "stored_snapshots" if database.kind == "sqlite" else f"{ledger.name.lower()}_snapshots"
+    vault.run(f"DELETE FROM {table} WHERE topic = ?", (OLD_SNAPSHOT_TOPIC,))
+    vault.set_flag(LEGACY_SEALED_FLAG)
+    return sealed
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Ledger, KeyStore]:

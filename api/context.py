@@ -15,6 +15,7 @@ from api.metrics import Metrics
 if TYPE_CHECKING:
     from domain.clock import Clock
     from domain.ledger import Ledger
+from domain.actors import Actor, Cause
 from domain.writes import Written
 
 EXTENSION = "daifuku"
@@ -63,10 +64,17 @@ def answer(
     return body, 201 if written.created else 200
 
 
-def cause() -> str:
-    """The request's id, recorded with every event it causes."""
+def cause() -> Cause:
+    """The request's id and its caller, recorded with every event it causes."""
     request_id: str = g.request_id
-    return request_id
+    return Cause(request_id, actor_of(caller()))
+
+
+def actor_of(who: Caller) -> Actor:
+    if who.role == "member":
+        assert who.member_id is not None
+        return Actor.member(who.member_id)
+    return Actor.key(who.key_id or "unknown", who.name, who.role)
 
 
 def caller() -> Caller:

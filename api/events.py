@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
-from api.schemas import Instant
+from api.schemas import Instant, actor_field
 
 blp = ApiBlueprint(
     "events",
@@ -38,6 +38,7 @@ class LoggedEvent(Schema):
     aggregate = fields.String()
     member_id = fields.String(allow_none=True)
     recorded_at = Instant()
+    actor = actor_field()
     occurred_at = Instant(allow_none=True)
     data = fields.Dict(keys=fields.String())
 

@@ -50,7 +50,7 @@ def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         cause=cause(),
         referral_code=body.get("referral_code"),
     )
-    return representations.status(written.value), 201 if written.created else 200
+    return reads.opened(representations.status(written.value)), 201 if written.created else 200
 
 
 @blp.route("/<id:member_id>")
@@ -61,7 +61,7 @@ def status(query: dict[str, Any], member_id: str) -> dict[str, Any]:
     """A member's tier, points and stage, now or as of a past instant"""
     as_of = query.get("as_of")
     if as_of is not None:
-        return representations.status(ledger().member_status(member_id, as_of=as_of))
+        return reads.opened(representations.status(ledger().member_status(member_id, as_of=as_of)))
     return reads.member_status(member_id, query.get("after"))
 
 

@@ -36,9 +36,14 @@ def member_status(member_id: str, after: int | None) -> dict[str, Any]:
         now = found.clock.now()
         if row is not None and row.holds_at(now, found.ledger.terms().version):
             _served("view")
-            return {**row.status, "as_of": now}
+            return opened({**row.status, "as_of": now})
     _served("ledger")
-    return representations.status(found.ledger.member_status(member_id))
+    return opened(representations.status(found.ledger.member_status(member_id)))
+
+
+def opened(status: dict[str, Any]) -> dict[str, Any]:
+    """A status with the member's personal data opened for this one answer."""
+    return representations.opened(status, backend().ledger.sealer)
 
 
 def referrals(member_id: str, after: int | None, start: int, limit: int) -> list[dict[str, Any]]:

@@ -11,10 +11,12 @@ from typing import Any
 
 from domain.members import (
     MadeReferral,
+    Member,
     MemberStatus,
     Purchase,
     Redemption,
 )
+from domain.members.personal import Erasure, OpenedPersonalData, PersonalData, Sealer
 from domain.members.referrals import EARNING as EARNING_STATES
 from domain.money import format_money
 
@@ -29,8 +31,7 @@ def status(found: MemberStatus) -> dict[str, Any]:
     points = found.points
     return {
         "member_id": found.member_id,
-        "email": found.email,
-        "name": found.name,
+        "personal": sealed(found.personal),
         "enrolled_at": iso(found.enrolled_at),
         "stage": found.stage.value,
         "tier": {
@@ -60,6 +61,68 @@ def status(found: MemberStatus) -> dict[str, Any]:
         },
         "referral_code": found.referral_code,
         "as_of": iso(found.as_of),
+    }
+
+
+def sealed(held: PersonalData) -> dict[str, Any]:
+    """The member's personal data as the read models keep it: sealed, or nothing."""
+    return {"email": held.sealed_email, "name": held.sealed_name, "state": held.state}
+
+
+def opened(body: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    """A stored status as a caller reads it: the email and name opened with the member's key
+    (``null`` once erased) and ``personal_data`` saying which."""
+    answer = {k: v for k, v in body.items() if k != "personal"}
+    held = body["personal"]
+    email = name = None
+    state = held["state"]
+    if state == "held" and held["email"] is not None:
+        member_id = body["member_id"]
+        email = sealer.open(member_id, held["email"])
+        if email is None:  # the key is destroyed; the erasure event is on its way to the views
+            state = "erased"
+        elif held["name"] is not None:
+            name = sealer.open(member_id, held["name"])
+    answer["email"], answer["name"], answer["personal_data"] = email, name, state
+    return answer
+
+
+def personal_data(
+    member: Member,
+    held: OpenedPersonalData,
+    status_now: dict[str, Any],
+    events: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything held about a member, for the member to see (a data-subject access request):
+    the personal data opened, the status, every purchase, redemption and referral, and every
+    event of the member's ledger."""
+    received = member.referral
+    made = [member.referrals[referee] for referee in member.referral_order]
+    return {
+        "member_id": member.member_id,
+        "personal_data": held.state,
+        "email": held.email,
+        "name": held.name,
+        "enrolled_at": iso(member.enrolled_at),
+        "referral_code": member.referral_code,
+        "referred_by": None
+        if received is None
+        else {"referrer_id": received.referrer_id, "code": received.code},
+        "status": status_now,
+        "purchases": [purchase(bought) for bought in member.purchases.values()],
+        "redemptions": [redemption(found) for found in member.redemptions.values()],
+        "referrals": referrals(member.member_id, made),
+        "events": events,
+    }
+
+
+def erasure(receipt: Erasure) -> dict[str, Any]:
+    return {
+        "member_id": receipt.member_id,
+        "personal_data": "erased",
+        "erased": list(receipt.erased),
+        "erased_at": iso(receipt.erased_at),
+        "actor": receipt.actor,
     }
 
 

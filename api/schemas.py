@@ -337,8 +337,17 @@ class PointsStatus(Schema):
 
 class MemberStatus(Schema):
     member_id = fields.String()
-    email = fields.String()
+    email = fields.String(
+        allow_none=True, metadata={"description": "null once the personal data is erased"}
+    )
     name = fields.String(allow_none=True)
+    personal_data = fields.String(
+        metadata={
+            "enum": ["held", "erased"],
+            "description": "whether the member's email and name are still held (they are kept "
+            "encrypted under a key of the member's own; an erasure destroys the key)",
+        }
+    )
     enrolled_at = Instant()
     stage = fields.String(
         metadata={"enum": ["prospect", "new", "repeat", "loyal", "dormant", "lost"]}
@@ -376,11 +385,31 @@ class ReferralPage(Schema):
     next = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
 
 
+class Actor(Schema):
+    """Who did it: an API key, a member (through a member token), the scheduler, an import, or
+    the system itself."""
+
+    kind = fields.String(metadata={"enum": ["key", "member", "scheduler", "import", "system"]})
+    id = fields.String(metadata={"description": "the API key's id (kind key)"})
+    name = fields.String(metadata={"description": "the key's or the import's name"})
+    role = fields.String(metadata={"description": "the key's role (kind key)"})
+    member_id = fields.String(metadata={"description": "the member (kind member)"})
+
+
+def actor_field() -> fields.Nested:
+    return fields.Nested(
+        Actor,
+        allow_none=True,
+        metadata={"description": "who did it; null for events recorded before actors were"},
+    )
+
+
 class MemberEvent(Schema):
     version = fields.Integer()
     type = fields.String()
     recorded_at = Instant()
     occurred_at = Instant(allow_none=True)
+    actor = actor_field()
     data = fields.Dict(keys=fields.String())
 
 

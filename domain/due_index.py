@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from domain import eventlog
+from domain.actors import SCHEDULER, Cause
 from domain.members import Member
 
 if TYPE_CHECKING:
@@ -22,10 +23,10 @@ class DueIndex:
         self.scanned_to = 0
         self.lock = threading.Lock()
 
-    def record(self, now: datetime, cause: str | None = None) -> int:
+    def record(self, now: datetime, cause: Cause | None = None) -> int:
         """Record every change due by ``now``; how many were recorded."""
         with self.lock:
-            run = cause or f"scheduler:{now.isoformat()}"
+            run = cause or Cause(f"scheduler:{now.isoformat()}", SCHEDULER)
             for changed, scanned_to in eventlog.changed_members(self.ledger, self.scanned_to):
                 for uid in changed:
                     self._remember(uid)
@@ -45,7 +46,7 @@ class DueIndex:
         else:
             self.due[uid] = due
 
-    def _catch_up(self, uid: UUID, now: datetime, cause: str) -> int:
+    def _catch_up(self, uid: UUID, now: datetime, cause: Cause) -> int:
         ledger = self.ledger
         terms = ledger.terms()
         with ledger.writes.lock(uid):

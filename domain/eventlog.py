@@ -17,17 +17,22 @@ from domain.members import Member
 
 MEMBER_TOPIC = f"{get_topic(Member)}."
 HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+# The plain email and name of a member enrolled by an older version: never shown (the event's
+# sealed fields, or nothing, are).
+PLAIN = {"legacy_email", "legacy_name"}
+SHOWN_APART = HIDDEN | PLAIN | {"actor"}  # the actor is shown beside the data, not in it
 
 
 def describe_event(event: Any) -> dict[str, Any]:
     """An event as the API and auditors see it: type, times and its own data."""
-    data = {k: to_json(v) for k, v in event.__dict__.items() if k not in HIDDEN}
+    data = {k: to_json(v) for k, v in event.__dict__.items() if k not in SHOWN_APART}
     occurred = getattr(event, "occurred_at", None) or getattr(event, "at", None)
     return {
         "version": event.originator_version,
         "type": type(event).__name__,
         "recorded_at": event.timestamp,
         "occurred_at": occurred,
+        "actor": getattr(event, "actor", None),
         "data": data,
     }
 
@@ -67,6 +72,7 @@ def page(app: Application[UUID], after: int = 0, limit: int = 100) -> list[dict[
                 "member_id": getattr(event, "member_id", None),
                 "recorded_at": described["recorded_at"],
                 "occurred_at": described["occurred_at"],
+                "actor": described["actor"],
                 "data": described["data"],
             }
         )
@@ -84,6 +90,13 @@ def member_events_of_types(app: Application[UUID], *names: str) -> Iterator[Any]
         for notification in notifications:
             yield app.mapper.to_domain_event(notification)
         start = notifications[-1].id + 1
+
+
+def legacy_enrolments(app: Application[UUID]) -> Iterator[str]:
+    """The members an older version enrolled with their email and name in plain text."""
+    for event in member_events_of_types(app, "Enrolled"):
+        if getattr(event, "legacy_email", None) is not None:
+            yield str(event.member_id)
 
 
 def changed_members(app: Application[UUID], after: int) -> Iterator[tuple[set[UUID], int]]:

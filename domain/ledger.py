@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
 
 from domain import eventlog, referrals, reports, snapshots, transcodings
+from domain.actors import SCHEDULER, Actor, Cause
 from domain.clock import Clock, SystemClock
 from domain.due_index import DueIndex
 from domain.errors import (
@@ -47,6 +49,14 @@ from domain.members import (
     member_uuid,
     referral_code_for,
 )
+from domain.members.member import check_enrolment
+from domain.members.personal import (
+    Erasure,
+    NoSealer,
+    OpenedPersonalData,
+    Sealer,
+    normalise_email,
+)
 from domain.money import check_amount
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import normalise_code
@@ -66,9 +76,13 @@ class Ledger(Application[UUID]):
         env: Mapping[str, str] | None = None,
         clock: Clock | None = None,
         snapshot_interval: int = 100,
+        sealer: Sealer | None = None,
     ) -> None:
         super().__init__(dict(env or {}))
         self.clock: Clock = clock or SystemClock()
+        # Seals members' personal data (adapters/vault.py); a ledger without one reads and
+        # replays but cannot enrol.
+        self.sealer: Sealer = sealer or NoSealer()
         # Snapshots keep a member with a long history as cheap to load as a new one.
         self.snapshot_interval = snapshot_interval
         self.writes = MemberWrites(self, self.clock)
@@ -76,6 +90,12 @@ class Ledger(Application[UUID]):
         self._terms_checked = 0.0
         self.due = DueIndex(self)
         self._ensure_program()
+
+    def close(self) -> None:
+        super().close()
+        close = getattr(self.sealer, "close", None)
+        if close is not None:
+            close()
 
     # Persistence hooks of the library.
 
@@ -104,7 +124,11 @@ class Ledger(Application[UUID]):
         try:
             self.repository.get(PROGRAM_ID)
         except AggregateNotFoundError:
-            program = Program.start(ProgramRules(), cause="bootstrap", at=self.clock.now())
+            program = Program.start(
+                ProgramRules(),
+                cause=Cause("bootstrap", Actor.system("bootstrap")),
+                at=self.clock.now(),
+            )
             with contextlib.suppress(IntegrityError):  # another process started it first
                 self.save(program)
 
@@ -134,10 +158,11 @@ class Ledger(Application[UUID]):
                 version = entry["version"]
         return Terms(version, program.at_version(version).rules)
 
-    def publish_program(self, rules: ProgramRules, cause: str) -> ProgramVersion:
+    def publish_program(self, rules: ProgramRules, cause: Cause | str) -> ProgramVersion:
+        caused = Cause.of(cause)
         for _ in range(self.writes.max_attempts):
             program: Program = self.repository.get(PROGRAM_ID)
-            published = program.publish(rules, cause, self.clock.now())
+            published = program.publish(rules, caused, self.clock.now())
             try:
                 self.save(program)
             except IntegrityError:
@@ -153,9 +178,10 @@ class Ledger(Application[UUID]):
         member_id: str,
         email: str,
         name: str | None,
-        cause: str,
+        cause: Cause | str,
         referral_code: str | None = None,
     ) -> Written[MemberStatus]:
+        caused = Cause.of(cause)
         terms = self.terms()
         code = referrer_id = None
         if referral_code is not None:
@@ -167,6 +193,7 @@ class Ledger(Application[UUID]):
             )
             if referrer_id == member_id:
                 raise SelfReferral()
+        check_enrolment(member_id, email, name)
 
         def decide(
             existing: Member | None, now: datetime, referrer: Member | None
@@ -174,29 +201,50 @@ class Ledger(Application[UUID]):
             if existing is not None:
                 self._check_same_enrolment(existing, email, name, code)
                 return existing.status(now, terms), []
+            if referrer is not None and self._same_person(referrer, email):
+                raise SelfReferral()
             member = Member.enrol(
-                member_id, email, name, terms, now, cause, self._free_code(member_id)
+                member_id,
+                email,
+                name,
+                self.sealer,
+                terms,
+                now,
+                caused,
+                self._free_code(member_id),
             )
             changed: list[Aggregate] = [
                 member,
                 Ownership.record("referral-code", member.referral_code, member_id, now),
             ]
             if referrer is not None and code is not None:
-                referrals.register(referrer, member, code, terms, now, cause)
+                referrals.register(referrer, member, code, terms, now, caused)
                 changed.append(referrer)
             return member.status(now, terms), changed
 
         return self.writes.create(member_id, decide, partner_id=referrer_id)
 
-    @staticmethod
+    def _same_person(self, referrer: Member, email: str) -> bool:
+        """Whether ``email`` is the referrer's own, compared by the keyed digest (an erased
+        referrer matches nobody)."""
+        held = referrer.personal
+        normalised = normalise_email(email)
+        if held.legacy_email is not None:
+            return normalise_email(held.legacy_email) == normalised
+        if held.email_digest is None:
+            return False
+        return self.sealer.digest(referrer.member_id, normalised) == held.email_digest
+
     def _check_same_enrolment(
-        existing: Member, email: str, name: str | None, code: str | None
+        self, existing: Member, email: str, name: str | None, code: str | None
     ) -> None:
-        """Enrolling again is a no-op with the same data and a conflict with other data."""
+        """Enrolling again is a no-op with the same data and a conflict with other data (an
+        erased member's data matches nothing)."""
         referred = existing.referral.code if existing.referral else None
+        held = self.personal_data(existing)
         for field, same in (
-            ("email", existing.email == email),
-            ("name", existing.name == name),
+            ("email", not held.erased and held.email == email),
+            ("name", not held.erased and held.name == name),
             ("referral_code", code is None or code == referred),
         ):
             if not same:
@@ -204,6 +252,64 @@ class Ledger(Application[UUID]):
                     f"member {existing.member_id!r} is already enrolled with a different {field}",
                     field,
                 )
+
+    # Personal data.
+
+    def personal_data(self, member: Member | MemberStatus) -> OpenedPersonalData:
+        """The member's email and name opened with its key; None for both once erased."""
+        held = member.personal
+        member_id = member.member_id
+        if held.erased:
+            return OpenedPersonalData(None, None, erased=True)
+        if held.legacy_email is not None:
+            return OpenedPersonalData(held.legacy_email, held.legacy_name, erased=False)
+        if held.sealed_email is None:
+            return OpenedPersonalData(None, None, erased=True)
+        email = self.sealer.open(member_id, held.sealed_email)
+        if email is None:  # the key is gone: erased, and the event is on its way
+            return OpenedPersonalData(None, None, erased=True)
+        name = None if held.sealed_name is None else self.sealer.open(member_id, held.sealed_name)
+        return OpenedPersonalData(email, name, erased=False)
+
+    def erase_personal_data(self, member_id: str, cause: Cause | str) -> Written[Erasure]:
+        """Destroy the member's data key, then record that it was: the sealed email and name in
+        the ledger can no longer be opened. Erasing again answers the first erasure."""
+        caused = Cause.of(cause)
+        terms = self.terms()
+        uid = member_uuid(member_id)
+        with self.writes.lock(uid):
+            self.writes.member(uid, member_id)  # 404 for an unknown member
+        self.sealer.erase(member_id)
+
+        def command(member: Member, now: datetime, partner: Member | None) -> tuple[bool, bool]:
+            if member.personal.erased:
+                return False, False
+            member.erase_personal_data(now, terms, caused)
+            return True, True
+
+        written = self.writes.change(member_id, command)
+        return Written(self._erasure(member_id), written.created, written.position)
+
+    def _erasure(self, member_id: str) -> Erasure:
+        for event in self.events.get(member_uuid(member_id), desc=True):
+            if isinstance(event, Member.PersonalDataErased):
+                return Erasure(member_id, event.erased, event.timestamp, event.actor)
+        raise UnknownMember(member_id)
+
+    def seal_legacy_personal_data(self, cause: Cause | str) -> int:
+        """Seal the email and name of every member an older version enrolled in plain text;
+        how many were sealed. Run at start-up; a second run finds nothing to do."""
+        caused = Cause.of(cause)
+        terms = self.terms()
+        sealed = 0
+        for member_id in eventlog.legacy_enrolments(self):
+
+            def command(member: Member, now: datetime, partner: Member | None) -> tuple[bool, bool]:
+                done = member.seal_legacy(self.sealer, now, terms, caused)
+                return done, done
+
+            sealed += int(self.writes.change(member_id, command).value)
+        return sealed
 
     def _free_code(self, member_id: str) -> str:
         """The member's own referral code: derived from its id, or the next if that is taken."""
@@ -234,7 +340,12 @@ class Ledger(Application[UUID]):
             terms = self.terms()
             with self.writes.lock(uid):
                 return self.writes.member(uid, member_id).status(self.clock.now(), terms)
-        return self.member_at(member_id, as_of).status(as_of, self.program_at(as_of))
+        past = self.member_at(member_id, as_of).status(as_of, self.program_at(as_of))
+        # Personal data is not history: every status shows what is held now (nothing, once
+        # erased; sealed, for a member whose older events held it in plain text).
+        with self.writes.lock(uid):
+            held = self.writes.member(uid, member_id).personal
+        return dataclasses.replace(past, personal=held)
 
     def member_events(
         self, member_id: str, after: int = 0, limit: int = 100
@@ -296,8 +407,9 @@ class Ledger(Application[UUID]):
         occurred_at: datetime | None,
         items: list[LineItem] | None,
         guarantee: str | None,
-        cause: str,
+        cause: Cause | str,
     ) -> Written[Purchase]:
+        caused = Cause.of(cause)
         terms = self.terms()
         rules = terms.rules
         if currency != rules.currency:
@@ -332,10 +444,10 @@ class Ledger(Application[UUID]):
                     "must not be more than 2 years in the past", "occurred_at"
                 )
             member.record_purchase(
-                order_id, amount, currency, when, items or [], policy, terms, now, cause
+                order_id, amount, currency, when, items or [], policy, terms, now, caused
             )
             if partner is not None:
-                referrals.after_purchase(member, partner, order_id, terms, now, cause)
+                referrals.after_purchase(member, partner, order_id, terms, now, caused)
             return member.purchases[order_id], True
 
         return self.writes.change(
@@ -357,9 +469,10 @@ class Ledger(Application[UUID]):
         refund_id: str,
         amount: Decimal | None,
         reason: str | None,
-        cause: str,
+        cause: Cause | str,
     ) -> Written[Purchase]:
         """The purchase as the refund ``refund_id`` left it."""
+        caused = Cause.of(cause)
         member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
         terms = self.terms()
         if amount is not None:
@@ -374,17 +487,18 @@ class Ledger(Application[UUID]):
                     f"refund {refund_id!r}",
                 )
                 return member.purchases[order_id], False
-            member.refund(order_id, refund_id, amount, reason, now, terms, now, cause)
+            member.refund(order_id, refund_id, amount, reason, now, terms, now, caused)
             if partner is not None:
-                referrals.after_refund(member, partner, order_id, refund_id, terms, now, cause)
+                referrals.after_refund(member, partner, order_id, refund_id, terms, now, caused)
             return member.purchases[order_id], True
 
         return self.writes.change(member_id, command, partner_of=referrals.open_referrer)
 
     def claim_guarantee(
-        self, order_id: str, claim_id: str, evidence: str | None, cause: str
+        self, order_id: str, claim_id: str, evidence: str | None, cause: Cause | str
     ) -> Written[Purchase]:
         """The purchase with its claim."""
+        caused = Cause.of(cause)
         member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
         terms = self.terms()
 
@@ -395,9 +509,9 @@ class Ledger(Application[UUID]):
                     {"evidence": claim.evidence}, {"evidence": evidence}, f"claim {claim_id!r}"
                 )
                 return member.purchases[order_id], False
-            refund_id = member.claim_guarantee(order_id, claim_id, evidence, terms, now, cause)
+            refund_id = member.claim_guarantee(order_id, claim_id, evidence, terms, now, caused)
             if partner is not None:
-                referrals.after_refund(member, partner, order_id, refund_id, terms, now, cause)
+                referrals.after_refund(member, partner, order_id, refund_id, terms, now, caused)
             return member.purchases[order_id], True
 
         return self.writes.change(member_id, command, partner_of=referrals.open_referrer)
@@ -410,8 +524,9 @@ class Ledger(Application[UUID]):
         redemption_id: str,
         reward: str | None,
         points: int | None,
-        cause: str,
+        cause: Cause | str,
     ) -> Written[Redemption]:
+        caused = Cause.of(cause)
         terms = self.terms()
         requested = {"reward": reward, "requested_points": points}
 
@@ -426,7 +541,7 @@ class Ledger(Application[UUID]):
                     f"redemption {redemption_id!r}",
                 )
                 return existing, False
-            member.redeem(redemption_id, reward, points, terms, now, cause)
+            member.redeem(redemption_id, reward, points, terms, now, caused)
             return member.redemptions[redemption_id], True
 
         return self.writes.change(
@@ -435,7 +550,8 @@ class Ledger(Application[UUID]):
             new_owner=("redemption", redemption_id),
         )
 
-    def cancel_redemption(self, redemption_id: str, cause: str) -> Written[Redemption]:
+    def cancel_redemption(self, redemption_id: str, cause: Cause | str) -> Written[Redemption]:
+        caused = Cause.of(cause)
         member_id = self.writes.owner("redemption", redemption_id, UnknownRedemption(redemption_id))
         terms = self.terms()
 
@@ -444,13 +560,15 @@ class Ledger(Application[UUID]):
         ) -> tuple[Redemption, bool]:
             if member.redemptions[redemption_id].cancelled_at is not None:
                 return member.redemptions[redemption_id], False
-            member.cancel_redemption(redemption_id, terms, now, cause)
+            member.cancel_redemption(redemption_id, terms, now, caused)
             return member.redemptions[redemption_id], True
 
         return self.writes.change(member_id, command)
 
     # The scheduler.
 
-    def record_due(self, now: datetime | None = None, cause: str | None = None) -> int:
+    def record_due(self, now: datetime | None = None, cause: Cause | str | None = None) -> int:
         """Record every time-driven change due by ``now``; a second run records nothing twice."""
+        if isinstance(cause, str):
+            cause = Cause(cause, SCHEDULER)
         return self.due.record(now or self.clock.now(), cause)

@@ -11,6 +11,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.actors import Cause
 from domain.errors import InvalidInput
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://daifuku.dev/ledger")
@@ -423,30 +424,39 @@ class Program(Aggregate):
 
     class Started(Aggregate.Created):
         cause: str
+        actor: dict[str, str] | None = field(default=None, kw_only=True)
 
     class Published(Aggregate.Event):
         version: int
         rules: dict[str, Any]
         cause: str
+        actor: dict[str, str] | None = field(default=None, kw_only=True)
 
         def apply(self, aggregate: Any) -> None:
             aggregate.versions.append(
                 {"version": self.version, "published_at": self.timestamp, "rules": self.rules}
             )
 
-    def __init__(self, cause: str) -> None:
+    def __init__(self, cause: str, actor: dict[str, str] | None = None) -> None:
         self.versions: list[dict[str, Any]] = []
 
     @classmethod
-    def start(cls, rules: ProgramRules, cause: str, at: datetime) -> Program:
-        program = cls._create(cls.Started, id=PROGRAM_ID, cause=cause, timestamp=at)
+    def start(cls, rules: ProgramRules, cause: Cause, at: datetime) -> Program:
+        program = cls._create(
+            cls.Started, id=PROGRAM_ID, cause=cause.id, actor=cause.actor.to_dict(), timestamp=at
+        )
         program.publish(rules, cause, at)
         return program
 
-    def publish(self, rules: ProgramRules, cause: str, at: datetime) -> ProgramVersion:
+    def publish(self, rules: ProgramRules, cause: Cause, at: datetime) -> ProgramVersion:
         version = len(self.versions) + 1
         self.trigger_event(
-            self.Published, version=version, rules=rules.to_dict(), cause=cause, timestamp=at
+            self.Published,
+            version=version,
+            rules=rules.to_dict(),
+            cause=cause.id,
+            actor=cause.actor.to_dict(),
+            timestamp=at,
         )
         return self.current()
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.errors import SelfReferral
+from domain.actors import Cause
 from domain.members import CROCKFORD, AgreedTerms, Member, ReferralState, Terms
 from domain.members.referrals import EARNING, OPEN
 
 # Crockford base32 reads the easily confused letters as digits.
 CONFUSABLE = str.maketrans({"I": "1", "L": "1", "O": "0"})
-
-
-def normalise_email(email: str) -> str:
-    """Lower-cased, with any +tag removed from the local part."""
-    local, _, domain = email.strip().lower().partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def normalise_code(code: str) -> str | None:
@@ -38,11 +32,10 @@ def register(
     code: str,
     terms: Terms,
     recorded_at: datetime,
-    cause: str,
+    cause: Cause,
 ) -> None:
-    """The friend enrols with the code: recorded in both ledgers, as ``registered``."""
-    if normalise_email(referrer.email) == normalise_email(referee.email):
-        raise SelfReferral()
+    """The friend enrols with the code: recorded in both ledgers, as ``registered`` (the
+    Ledger has refused a friend with the referrer's own email before this)."""
     agreed = AgreedTerms.of(terms.rules).to_dict()
     common = {"cause": cause, "program_version": terms.version, "timestamp": recorded_at}
     referee.trigger_event(
@@ -84,7 +77,7 @@ def after_purchase(
     order_id: str,
     terms: Terms,
     recorded_at: datetime,
-    cause: str,
+    cause: Cause,
 ) -> None:
     """The referee's first purchase of at least the threshold qualifies the referral."""
     referral = referee.referral
@@ -143,7 +136,7 @@ def after_refund(
     refund_id: str,
     terms: Terms,
     recorded_at: datetime,
-    cause: str,
+    cause: Cause,
 ) -> None:
     """A refund inside the window that leaves the qualifying purchase under the threshold
     voids the referral and takes both pending rewards back; after the window they stand."""

@@ -19,9 +19,11 @@ from domain.members import Member
 
 
 class MemberSnapshot(Snapshot):
-    """A member's state in the shape of member model version 2 (typed state, named lots)."""
+    """A member's state in the shape of member model version 3 (typed state, named lots,
+    personal data sealed). Version 2 snapshots held the email and name in plain text: they are
+    never read, and the one-time sealing deletes them."""
 
-    TOPIC = "daifuku:MemberSnapshot.v2"
+    TOPIC = "daifuku:MemberSnapshot.v3"
 
 
 SNAPSHOT_TOPIC = get_topic(MemberSnapshot)

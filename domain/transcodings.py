@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
-from domain.members import lots, purchases, redemptions, referrals, tiers
+from domain.members import lots, personal, purchases, redemptions, referrals, tiers
 
 
 class FieldsTranscoding(Transcoding):
@@ -56,6 +56,7 @@ class EnumTranscoding(Transcoding):
 
 VALUES = (
     lots.Lot,
+    personal.PersonalData,
     purchases.GuaranteeTerms,
     purchases.Refund,
     purchases.Claim,

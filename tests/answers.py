@@ -23,11 +23,13 @@ class Answers:
         return getattr(self.ledger, name)
 
     def member_status(self, member_id: str, as_of: datetime | None = None) -> dict[str, Any]:
-        return representations.status(self.ledger.member_status(member_id, as_of))
+        found = representations.status(self.ledger.member_status(member_id, as_of))
+        return representations.opened(found, self.ledger.sealer)
 
     def enrol(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
         written = self.ledger.enrol(*args, **kwargs)
-        return representations.status(written.value), written.created
+        found = representations.opened(representations.status(written.value), self.ledger.sealer)
+        return found, written.created
 
     def record_purchase(
         self,

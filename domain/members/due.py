@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from domain.actors import Cause
 from domain.members import tiers
 from domain.members.lots import DueKind
 from domain.program import Terms
@@ -44,7 +45,9 @@ def next_due(member: Member) -> Due | None:
     return best
 
 
-def record(member: Member, until: datetime, terms: Terms, cause: str, recorded_at: datetime) -> int:
+def record(
+    member: Member, until: datetime, terms: Terms, cause: Cause, recorded_at: datetime
+) -> int:
     """Record, in time order, every change due by ``until``; how many were."""
     count = 0
     while (found := next_due(member)) is not None and found.when <= until:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,9 @@ class MemberEvent(Aggregate.Event):
     at: datetime
     cause: str
     program_version: int
+    # Who did it (``domain.actors.Actor.to_dict``); events stored before actors were recorded
+    # have none, and read ``None`` from this default.
+    actor: dict[str, str] | None = field(default=None, kw_only=True)
 
     def apply(self, aggregate: Any) -> None:
         aggregate.business_time = max(aggregate.business_time, self.at)

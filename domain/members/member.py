@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain import value
+from domain.actors import SCHEDULER, Cause
 from domain.analytics import Promise
 from domain.errors import (
     Conflict,
@@ -30,7 +32,7 @@ from domain.errors import (
     RedemptionAlreadyCancelled,
     UnknownReward,
 )
-from domain.members import due, lots, purchases, redemptions, referrals, status, tiers
+from domain.members import due, lots, personal, purchases, redemptions, referrals, status, tiers
 from domain.members.events import MemberEvent
 from domain.members.lots import LotStatus, PointLots
 from domain.members.purchases import (
@@ -50,6 +52,7 @@ from domain.program import NAMESPACE, GuaranteePolicy, ProgramRules, Terms
 MEMBER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PROJECTION = Cause("projection", SCHEDULER)  # a status read's what-if, never saved
 
 
 def member_uuid(member_id: str) -> UUID:
@@ -64,6 +67,18 @@ def referral_code_for(member_id: str, attempt: int = 0) -> str:
     return "".join(CROCKFORD[(number >> shift) & 31] for shift in range(35, -1, -5))
 
 
+def check_enrolment(member_id: str, email: str, name: str | None) -> None:
+    errors: dict[str, list[str]] = {}
+    if not MEMBER_ID_PATTERN.match(member_id):
+        errors["member_id"] = ["must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"]
+    if len(email) > 254 or not EMAIL_PATTERN.match(email):
+        errors["email"] = ["must be an email address"]
+    if name is not None and not 1 <= len(name) <= 200:
+        errors["name"] = ["must be 1-200 characters"]
+    if errors:
+        raise InvalidInput(errors)
+
+
 class Member(Aggregate):
     # Stored events name their classes by these topics, whatever module holds the code.
     TOPIC = "domain.members:Member"
@@ -72,17 +87,32 @@ class Member(Aggregate):
         TOPIC = "domain.members:Member.Created"  # unused: members are created by Enrolled
 
     class Enrolled(Aggregate.Created):
+        """Version 2 holds the email and name sealed under the member's own data key, and a
+        keyed digest of the normalised email for the self-referral rule; version 1 held them
+        in plain text (upcast to ``legacy_email``/``legacy_name`` until they are sealed)."""
+
         TOPIC = "domain.members:Member.Enrolled"
+        class_version = 2
         member_id: str
-        email: str
-        name: str | None
+        sealed_email: str | None
+        sealed_name: str | None
+        email_digest: str | None
         referral_code: str
         at: datetime
         cause: str
         program_version: int
+        actor: dict[str, str] | None = field(default=None, kw_only=True)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["legacy_email"] = state.pop("email")
+            state["legacy_name"] = state.pop("name")
+            state["sealed_email"] = state["sealed_name"] = state["email_digest"] = None
 
     # The events of each concept live with it; the aggregate names them all.
     Changed = MemberEvent
+    PersonalDataSealed = personal.PersonalDataSealed
+    PersonalDataErased = personal.PersonalDataErased
     PointsBecameAvailable = lots.PointsBecameAvailable
     PointsExpired = lots.PointsExpired
     TierUpgraded = tiers.TierUpgraded
@@ -106,16 +136,25 @@ class Member(Aggregate):
     def __init__(
         self,
         member_id: str,
-        email: str,
-        name: str | None,
+        sealed_email: str | None,
+        sealed_name: str | None,
+        email_digest: str | None,
         referral_code: str,
         at: datetime,
         cause: str,
         program_version: int,
+        actor: dict[str, str] | None = None,
+        legacy_email: str | None = None,
+        legacy_name: str | None = None,
     ) -> None:
         self.member_id = member_id
-        self.email = email
-        self.name = name
+        self.personal = personal.PersonalData(
+            sealed_email,
+            sealed_name,
+            email_digest,
+            legacy_email=legacy_email,
+            legacy_name=legacy_name,
+        )
         self.referral_code = referral_code
         self.enrolled_at = at
         self.business_time = at
@@ -137,9 +176,11 @@ class Member(Aggregate):
         self.qualified_referrals: list[str] = []
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
-        # Every member event names its member, so the global log reads without a lookup.
+        # Every member event names its member, so the global log reads without a lookup, and
+        # records its cause and its actor (who did it).
         kwargs.setdefault("member_id", self.member_id)
-        super().trigger_event(event_class, **kwargs)
+        cause: Cause = kwargs.pop("cause")
+        super().trigger_event(event_class, cause=cause.id, actor=cause.actor.to_dict(), **kwargs)
 
     def _trigger(
         self,
@@ -147,7 +188,7 @@ class Member(Aggregate):
         at: datetime,
         terms: Terms,
         recorded_at: datetime,
-        cause: str,
+        cause: Cause,
         **data: Any,
     ) -> None:
         self.trigger_event(
@@ -167,31 +208,61 @@ class Member(Aggregate):
         member_id: str,
         email: str,
         name: str | None,
+        sealer: personal.Sealer,
         terms: Terms,
         at: datetime,
-        cause: str,
+        cause: Cause,
         referral_code: str | None = None,
     ) -> Member:
-        errors: dict[str, list[str]] = {}
-        if not MEMBER_ID_PATTERN.match(member_id):
-            errors["member_id"] = ["must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"]
-        if len(email) > 254 or not EMAIL_PATTERN.match(email):
-            errors["email"] = ["must be an email address"]
-        if name is not None and not 1 <= len(name) <= 200:
-            errors["name"] = ["must be 1-200 characters"]
-        if errors:
-            raise InvalidInput(errors)
+        """A new member; its email and name are recorded only sealed under its own data key."""
+        check_enrolment(member_id, email, name)
         return cls._create(
             cls.Enrolled,
             id=member_uuid(member_id),
             member_id=member_id,
-            email=email,
-            name=name,
+            sealed_email=sealer.seal(member_id, email),
+            sealed_name=None if name is None else sealer.seal(member_id, name),
+            email_digest=sealer.digest(member_id, personal.normalise_email(email)),
             referral_code=referral_code or referral_code_for(member_id),
             at=at,
-            cause=cause,
+            cause=cause.id,
+            actor=cause.actor.to_dict(),
             program_version=terms.version,
             timestamp=at,
+        )
+
+    def seal_legacy(
+        self, sealer: personal.Sealer, at: datetime, terms: Terms, cause: Cause
+    ) -> bool:
+        """Seal the plain email and name an older version recorded; False if there were none."""
+        held = self.personal
+        if held.legacy_email is None or held.erased:
+            return False
+        self._trigger(
+            self.PersonalDataSealed,
+            self.business_time,
+            terms,
+            at,
+            cause,
+            sealed_email=sealer.seal(self.member_id, held.legacy_email),
+            sealed_name=None
+            if held.legacy_name is None
+            else sealer.seal(self.member_id, held.legacy_name),
+            email_digest=sealer.digest(self.member_id, personal.normalise_email(held.legacy_email)),
+        )
+        return True
+
+    def erase_personal_data(self, at: datetime, terms: Terms, cause: Cause) -> None:
+        """Record that the member's data key was destroyed: email and name are gone for good."""
+        if self.personal.erased:
+            return
+        self._trigger(
+            self.PersonalDataErased,
+            self.business_time,
+            terms,
+            at,
+            cause,
+            erased=self.personal.fields(),
         )
 
     def effective_time(self, occurred_at: datetime) -> datetime:
@@ -208,7 +279,7 @@ class Member(Aggregate):
         guarantee: GuaranteePolicy | None,
         terms: Terms,
         recorded_at: datetime,
-        cause: str,
+        cause: Cause,
     ) -> None:
         rules = terms.rules
         # Whatever is due by now is recorded first, as a scheduler run just before would have,
@@ -266,7 +337,7 @@ class Member(Aggregate):
         occurred_at: datetime,
         terms: Terms,
         recorded_at: datetime,
-        cause: str,
+        cause: Cause,
     ) -> None:
         purchase = self.purchases[order_id]
         if purchase.claim is not None:
@@ -324,7 +395,7 @@ class Member(Aggregate):
         evidence: str | None,
         terms: Terms,
         now: datetime,
-        cause: str,
+        cause: Cause,
     ) -> str:
         """Pay out the purchase's promise: refund the rest, claw back its points. Returns the
         refund id the claim recorded."""
@@ -378,7 +449,7 @@ class Member(Aggregate):
         points: int | None,
         terms: Terms,
         at: datetime,
-        cause: str,
+        cause: Cause,
     ) -> None:
         if reward is not None:
             found = terms.rules.reward(reward)
@@ -406,7 +477,9 @@ class Member(Aggregate):
             taken=self.lots.plan_redemption(points),
         )
 
-    def cancel_redemption(self, redemption_id: str, terms: Terms, at: datetime, cause: str) -> None:
+    def cancel_redemption(
+        self, redemption_id: str, terms: Terms, at: datetime, cause: Cause
+    ) -> None:
         redemption = self.redemptions[redemption_id]
         if redemption.cancelled_at is not None:
             raise RedemptionAlreadyCancelled(f"redemption {redemption_id!r} is already cancelled")
@@ -434,7 +507,7 @@ class Member(Aggregate):
         found = due.next_due(self)
         return found.when if found else None
 
-    def record_due(self, until: datetime, terms: Terms, cause: str, recorded_at: datetime) -> int:
+    def record_due(self, until: datetime, terms: Terms, cause: Cause, recorded_at: datetime) -> int:
         """Record, in time order, every lot maturing or expiring, tier review and referral reward
         due by ``until``."""
         return due.record(self, until, terms, cause, recorded_at)
@@ -481,7 +554,7 @@ class Member(Aggregate):
         if due is None or due > at:
             return self
         future = copy.deepcopy(self)
-        future.record_due(at, terms, "projection", at)
+        future.record_due(at, terms, PROJECTION, at)
         return future
 
     def status(self, at: datetime, terms: Terms) -> MemberStatus:

@@ -12,6 +12,7 @@ from domain import value
 from domain.analytics import Holding
 from domain.members import tiers
 from domain.members.lots import PendingPoints
+from domain.members.personal import PersonalData
 from domain.program import ProgramRules
 
 if TYPE_CHECKING:
@@ -77,8 +78,7 @@ class PointsStatus:
 @dataclass(frozen=True)
 class MemberStatus:
     member_id: str
-    email: str
-    name: str | None
+    personal: PersonalData  # sealed: the API opens it with the member's key
     enrolled_at: datetime
     stage: Stage
     tier: TierStatus
@@ -101,8 +101,7 @@ def answer(member: Member, as_of: datetime, rules: ProgramRules) -> MemberStatus
     pending = member.lots.pending_lots()
     return MemberStatus(
         member_id=member.member_id,
-        email=member.email,
-        name=member.name,
+        personal=member.personal,
         enrolled_at=member.enrolled_at,
         stage=stage(
             len(member.purchases),

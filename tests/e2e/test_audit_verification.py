@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.views import open_member_status_view
+from api import representations
 from api.cli import main
 from tests.answers import answers
 from tests.e2e.assertions import assert_problem
@@ -84,7 +85,9 @@ def test_the_project_command_follows_the_log_and_stops_on_a_signal(
             assert worker.poll() is None, worker.communicate()[0]
             time.sleep(0.05)
         row = view.row("ann")
-        assert row is not None and row.status == answers(history.ledger).member_status("ann")
+        assert row is not None
+        found = representations.opened(row.status, history.ledger.sealer)
+        assert found == answers(history.ledger).member_status("ann")
     finally:
         view.close()
         worker.send_signal(signal.SIGTERM)

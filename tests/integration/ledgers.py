@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 
 from adapters.settings import Database
+from adapters.vault import Vault
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 from domain.members import Member
@@ -32,11 +33,13 @@ def open_ledger(
         env["AGGREGATE_CACHE_MAXSIZE"] = "1000"
     if not snapshots:
         env["IS_SNAPSHOTTING_ENABLED"] = "n"
-    ledger = Ledger(env=env, clock=clock, snapshot_interval=snapshot_interval)
+    vault = Vault.open_database(Database.from_url(url), None)
+    ledger = Ledger(env=env, clock=clock, snapshot_interval=snapshot_interval, sealer=vault)
     try:
         yield ledger
     finally:
         ledger.close()
+        vault.close()
 
 
 def snapshot_versions(url: str, originator_id: UUID) -> list[int]:

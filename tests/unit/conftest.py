@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.vault import Vault
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 
@@ -17,7 +18,7 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def ledger(clock: FixedClock) -> Ledger:
-    return Ledger(env=IN_MEMORY, clock=clock)
+    return Ledger(env=IN_MEMORY, clock=clock, sealer=Vault.in_memory())
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.vault import Vault
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 from domain.program import ProgramRules
@@ -189,7 +190,7 @@ def test_a_late_order_has_the_same_outcome_whether_or_not_the_scheduler_ran() ->
     outcomes = []
     for run_scheduler in (True, False):
         clock = FixedClock(day(0))
-        shop = Shop(Ledger(env=IN_MEMORY, clock=clock), clock)
+        shop = Shop(Ledger(env=IN_MEMORY, clock=clock, sealer=Vault.in_memory()), clock)
         shop.enrol("m1")
         shop.buy("o-1", "100.00")  # available day 30
         shop.at(50)

@@ -1,0 +1,249 @@
+"""The personal-data vault: a data key per member, wrapped by the master key (crypto-shredding).
+
+Email and name are sealed with AES-GCM under their member's own data key, the member id bound
+in as associated data; the data keys live in their own table (``daifuku_data_keys``), each
+wrapped with AES-GCM by the master key (``DAIFUKU_MASTER_KEY``, or one generated on first start
+and kept in ``daifuku_secrets``). Erasing a member deletes its data key: the sealed values the
+ledger keeps can then be opened by nobody, master key or not.
+
+Unwrapped data keys are kept in memory for at most ``CACHE_SECONDS``, so an erasure in one
+process is seen by every other within that time; plain values are never cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Protocol
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from adapters.settings import ConfigurationError, Database
+from adapters.sidetables import Connection, connect
+
+SEALED_PREFIX = "pd1:"
+MASTER_KEY_NAME = "personal-data-master-key"
+MASTER_CHECK_NAME = "personal-data-master-key-check"
+CACHE_SECONDS = 1.0
+CACHE_SIZE = 10_000
+NONCE_BYTES = 12
+
+SCHEMA_STATEMENTS = (
+    "CREATE TABLE IF NOT EXISTS daifuku_data_keys ("
+    " member_id text PRIMARY KEY, wrapped text NOT NULL, created_at text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS daifuku_secrets (name text PRIMARY KEY, value text NOT NULL)",
+)
+SELECT_KEY = "SELECT wrapped FROM daifuku_data_keys WHERE member_id = ?"
+INSERT_KEY = (
+    "INSERT INTO daifuku_data_keys (member_id, wrapped, created_at) VALUES (?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+DELETE_KEY = "DELETE FROM daifuku_data_keys WHERE member_id = ? RETURNING member_id"
+INSERT_SECRET = "INSERT INTO daifuku_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+SELECT_SECRET = "SELECT value FROM daifuku_secrets WHERE name = ?"
+
+
+class DataKeys(Protocol):
+    """Where wrapped data keys are kept, by member id."""
+
+    def get(self, member_id: str) -> str | None: ...
+
+    def add(self, member_id: str, wrapped: str) -> None:
+        """Keep ``wrapped`` unless the member has a key already."""
+        ...
+
+    def delete(self, member_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryDataKeys:
+    """Data keys of an in-memory ledger (tests, the in-memory store)."""
+
+    def __init__(self) -> None:
+        self.wrapped: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, member_id: str) -> str | None:
+        return self.wrapped.get(member_id)
+
+    def add(self, member_id: str, wrapped: str) -> None:
+        with self._lock:
+            self.wrapped.setdefault(member_id, wrapped)
+
+    def delete(self, member_id: str) -> bool:
+        with self._lock:
+            return self.wrapped.pop(member_id, None) is not None
+
+    def close(self) -> None:
+        pass
+
+
+class TableDataKeys:
+    """Data keys in ``daifuku_data_keys``, in the ledger's own database."""
+
+    def __init__(self, database: Database) -> None:
+        self._db: Connection = connect(database, name="daifuku-vault")
+        self._db.create_tables(SCHEMA_STATEMENTS)
+        if database.kind == "sqlite":
+            # A deleted data key is overwritten, not left in the file's free pages.
+            self._db.run("PRAGMA secure_delete = ON")
+
+    def get(self, member_id: str) -> str | None:
+        rows = self._db.run(SELECT_KEY, (member_id,))
+        return str(rows[0][0]) if rows else None
+
+    def add(self, member_id: str, wrapped: str) -> None:
+        self._db.run(INSERT_KEY, (member_id, wrapped, datetime.now(UTC).isoformat()))
+
+    def delete(self, member_id: str) -> bool:
+        return bool(self._db.run(DELETE_KEY, (member_id,)))
+
+    def secret(self, name: str, make: str) -> str:
+        """The secret kept under ``name``, set to ``make`` if there was none."""
+        self._db.run(INSERT_SECRET, (name, make))
+        return str(self._db.run(SELECT_SECRET, (name,))[0][0])
+
+    def flag(self, name: str) -> bool:
+        return bool(self._db.run(SELECT_SECRET, (f"flag:{name}",)))
+
+    def run(self, statement: str, params: tuple[object, ...]) -> None:
+        self._db.run(statement, params)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Vault:
+    """Seals and opens a member's personal data, and destroys its key on erasure."""
+
+    def __init__(self, keys: DataKeys, master_key: bytes) -> None:
+        if len(master_key) != 32:
+            raise ConfigurationError("the master key must be 32 bytes")
+        self._keys = keys
+        self._master = AESGCM(master_key)
+        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def in_memory(cls) -> Vault:
+        return cls(MemoryDataKeys(), os.urandom(32))
+
+    @classmethod
+    def open_database(cls, database: Database, master_key: bytes | None) -> Vault:
+        """The vault of a database: the given master key, or the one kept there; refuses a
+        master key other than the one the database's data keys are wrapped with."""
+        keys = TableDataKeys(database)
+        try:
+            if master_key is None:
+                stored = keys.secret(MASTER_KEY_NAME, _b64(os.urandom(32)))
+                master_key = _unb64(stored)
+            check = _b64(hmac.new(master_key, b"daifuku master key", hashlib.sha256).digest())
+            if keys.secret(MASTER_CHECK_NAME, check) != check:
+                raise ConfigurationError(
+                    "DAIFUKU_MASTER_KEY is not the master key this database's personal data "
+                    "was sealed with; set the key it was started with"
+                )
+            return cls(keys, master_key)
+        except BaseException:
+            keys.close()
+            raise
+
+    def seal(self, member_id: str, text: str) -> str:
+        key = self._data_key(member_id, create=True)
+        assert key is not None
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = AESGCM(key).encrypt(nonce, text.encode(), member_id.encode())
+        return SEALED_PREFIX + _b64(nonce + sealed)
+
+    def open(self, member_id: str, sealed: str) -> str | None:
+        key = self._data_key(member_id, create=False)
+        if key is None:
+            return None
+        raw = _unb64(sealed.removeprefix(SEALED_PREFIX))
+        return (
+            AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], member_id.encode()).decode()
+        )
+
+    def digest(self, member_id: str, text: str) -> str | None:
+        key = self._data_key(member_id, create=False)
+        if key is None:
+            return None
+        digest_key = hmac.new(key, b"email digest", hashlib.sha256).digest()
+        return hmac.new(digest_key, text.encode(), hashlib.sha256).hexdigest()
+
+    def held(self, member_id: str) -> bool:
+        return self._data_key(member_id, create=False) is not None
+
+    def erase(self, member_id: str) -> bool:
+        """Destroy the member's data key; False if there was none (erased before, or never)."""
+        with self._lock:
+            self._cache.pop(member_id, None)
+        return self._keys.delete(member_id)
+
+    def flag(self, name: str) -> bool:
+        """Whether a one-time step named ``name`` has been done in this database."""
+        return isinstance(self._keys, TableDataKeys) and self._keys.flag(name)
+
+    def set_flag(self, name: str) -> None:
+        if isinstance(self._keys, TableDataKeys):
+            self._keys.secret(f"flag:{name}", "done")
+
+    def run(self, statement: str, params: tuple[object, ...] = ()) -> None:
+        """A statement on the vault's database (the one-time clean-up of old snapshots)."""
+        if isinstance(self._keys, TableDataKeys):
+            self._keys.run(statement, params)
+
+    def close(self) -> None:
+        self._keys.close()
+
+    def _data_key(self, member_id: str, create: bool) -> bytes | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(member_id)
+            if hit is not None and now - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        wrapped = self._keys.get(member_id)
+        if wrapped is None and create:
+            self._keys.add(member_id, self._wrap(member_id, AESGCM.generate_key(bit_length=256)))
+            wrapped = self._keys.get(member_id)  # another process may have added one first
+        if wrapped is None:
+            return None
+        key = self._unwrap(member_id, wrapped)
+        with self._lock:
+            self._cache[member_id] = (now, key)
+            self._cache.move_to_end(member_id)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return key
+
+    def _wrap(self, member_id: str, key: bytes) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        return _b64(nonce + self._master.encrypt(nonce, key, _wrap_aad(member_id)))
+
+    def _unwrap(self, member_id: str, wrapped: str) -> bytes:
+        raw = _unb64(wrapped)
+        return self._master.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _wrap_aad(member_id))
+
+
+def new_master_key() -> str:
+    """A fresh master key as ``DAIFUKU_MASTER_KEY`` takes it."""
+    return _b64(os.urandom(32))
+
+
+def _wrap_aad(member_id: str) -> bytes:
+    return b"daifuku data key:" + member_id.encode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
