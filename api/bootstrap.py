@@ -18,11 +18,11 @@ from api.context import EXTENSION, Backend
 from domain.actors import Actor, Cause
 from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
+from domain.snapshots import SNAPSHOT_TOPIC
 
 STARTUP_ATTEMPTS = 5
 LEGACY_SEALED_FLAG = "legacy-personal-data-sealed"
 LEGACY_SEALING = Cause("upgrade:seal-personal-data", Actor.system("upgrade"))
-OLD_SNAPSHOT_TOPIC = "daifuku:MemberSnapshot.v2"  # held the email and name in plain text
 
 
 def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, KeyStore, bytes]:
@@ -74,12 +74,13 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
 def seal_legacy_personal_data(ledger: Ledger, vault: Vault, database: Database) -> int:
     """Once per database: seal the email and name of members an older version enrolled in plain
     text, and delete the snapshots that held them (snapshots are caches, not the ledger). The
-    plain values stay in those members' first stored events: see README, Personal data."""
+    plain values stay in those members' first stored events: see README, Personal data.
+    Every snapshot of an older shape goes (they held the email and name in plain text)."""
     if vault.flag(LEGACY_SEALED_FLAG):
         return 0
     sealed = ledger.seal_legacy_personal_data(LEGACY_SEALING)
     table = "stored_snapshots" if database.kind == "sqlite" else f"{ledger.name.lower()}_snapshots"
-    vault.run(f"DELETE FROM {table} WHERE topic = ?", (OLD_SNAPSHOT_TOPIC,))
+    vault.run(f"DELETE FROM {table} WHERE topic <> ?", (SNAPSHOT_TOPIC,))
     vault.set_flag(LEGACY_SEALED_FLAG)
     return sealed
 

@@ -5,7 +5,10 @@ loaded by today's code through its upcasters, every answer is the one the old co
 from __future__ import annotations
 
 import json
+import sqlite3
+import zlib
 from collections.abc import Iterator
+from contextlib import closing, suppress
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,8 +19,13 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 
+from adapters.projections import MemberStatusProjection, ProjectionWorker
+from adapters.settings import Database, Settings
 from adapters.vault import Vault
+from adapters.views import open_member_status_view
 from api import representations
+from api.bootstrap import bootstrap
+from domain import eventlog
 from domain.clock import FixedClock
 from domain.ledger import Ledger
 
@@ -25,13 +33,17 @@ FIXTURE = Path(__file__).parent.parent / "fixtures" / "stored_v1.json"
 MEMBERS = ["ann", "bob", "cat", "dan", "eve", "fay", "gus", "m1"]
 
 
-def stored(rows: list[dict[str, Any]]) -> list[StoredEvent]:
+def stored(rows: list[dict[str, Any]], compress: bool = False) -> list[StoredEvent]:
+    def state(row: dict[str, Any]) -> bytes:
+        raw = json.dumps(row["state"]).encode()
+        return zlib.compress(raw) if compress else raw
+
     return [
         StoredEvent(
             originator_id=UUID(row["originator_id"]),
             originator_version=row["originator_version"],
             topic=row["topic"],
-            state=json.dumps(row["state"]).encode(),
+            state=state(row),
         )
         for row in rows
     ]
@@ -130,3 +142,85 @@ def test_the_old_history_goes_on(ledger: Ledger) -> None:
     assert ledger.member_status("m1").points.available == 0
     ledger.cancel_redemption("rd9", "test")
     assert ledger.member_status("m1").points.available == matured.available
+
+
+def test_the_first_start_after_the_upgrade_seals_the_plain_personal_data(
+    tmp_path: Path, recorded: dict[str, Any]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    env = Database.from_url(url).event_store_env()
+    writer = Application[UUID]({**env, "IS_SNAPSHOTTING_ENABLED": "y"})
+    writer.name = Ledger.name
+    writer.recorder.insert_events(stored(recorded["events"], compress=True))
+    assert writer.snapshots is not None
+    writer.snapshots.recorder.insert_events(stored(recorded["snapshots"], compress=True))
+    writer.close()
+    enrolled = [row for row in recorded["events"] if row["topic"].endswith("Member.Enrolled")]
+    plain = {row["state"]["email"] for row in enrolled} | {
+        row["state"]["name"] for row in enrolled if row["state"]["name"]
+    }
+    # Before: the old events and the old snapshots hold them in plain text.
+    assert plain and {table for table, _ in hits(url, plain)} == {
+        "stored_events",
+        "stored_snapshots",
+    }
+
+    settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": url})
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        view = open_member_status_view(ledger.env)
+        ProjectionWorker(ledger, MemberStatusProjection(view, ledger, representations)).catch_up()
+        view.close()
+        # Only the old Enrolled events, which the ledger keeps as they were, hold them now.
+        found = hits(url, plain)
+        assert {table for table, _ in found} == {"stored_events"}
+        assert {topic for _, topic in found} == {"domain.members:Member.Enrolled"}
+        shown = representations.opened(
+            representations.status(ledger.member_status("ann")), ledger.sealer
+        )
+        assert shown["email"] == recorded["expected"]["status"]["ann"]["email"]
+        page = json.dumps(eventlog.page(ledger, 0, 1000), default=str)
+        assert not any(text in page for text in plain), "the event log shows no plain value"
+        sealing = [e for e in ledger.event_log(0, 1000) if e["type"] == "PersonalDataSealed"]
+        assert len(sealing) == len(enrolled)
+        assert sealing[0]["actor"] == {"kind": "system", "name": "upgrade"}
+        ledger.erase_personal_data("ann", "erase")
+        gone = representations.opened(
+            representations.status(ledger.member_status("ann")), ledger.sealer
+        )
+        assert (gone["email"], gone["name"], gone["personal_data"]) == (None, None, "erased")
+    finally:
+        ledger.close()
+        keys.close()
+    again, keys, _ = bootstrap(settings)  # a second start seals nothing more
+    try:
+        assert len([e for e in again.event_log(0, 1000) if e["type"] == "PersonalDataSealed"]) == (
+            len(enrolled)
+        )
+    finally:
+        again.close()
+        keys.close()
+
+
+def hits(url: str, plain: set[str]) -> list[tuple[str, str]]:
+    """(table, topic or '') of every row of the SQLite file that holds one of ``plain``."""
+    found = []
+    with closing(sqlite3.connect(Database.from_url(url).path)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            cursor = conn.execute(f'SELECT * FROM "{table}"')
+            columns = [c[0] for c in cursor.description]
+            for row in cursor:
+                cells = dict(zip(columns, row, strict=True))
+                text = " ".join(_text(cell) for cell in row)
+                if any(value in text for value in plain):
+                    found.append((table, str(cells.get("topic", ""))))
+    return found
+
+
+def _text(cell: Any) -> str:
+    if isinstance(cell, bytes):
+        with suppress(zlib.error):
+            cell = zlib.decompress(cell)
+        return cell.decode("utf-8", errors="replace")
+    return str(cell)
