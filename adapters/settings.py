@@ -152,7 +152,7 @@ class Settings:
 
 
 def _master_key(env: Mapping[str, str], name: str) -> bytes | None:
-    """32 random bytes in URL-safe base64 (``daifuku keys master-key`` prints one)."""
+    """32 random bytes in URL-safe base64, as ``secrets.token_urlsafe(32)`` makes them."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return None
@@ -162,8 +162,9 @@ def _master_key(env: Mapping[str, str], name: str) -> bytes | None:
         key = b""
     if len(key) != 32 or not re.fullmatch(r"[A-Za-z0-9_-]+=*", raw):
         raise ConfigurationError(
-            f"{name} must be 32 bytes in URL-safe base64 (43 characters, as "
-            "`daifuku keys master-key` prints); the server does not start without a usable key"
+            f"{name} must be 32 bytes in URL-safe base64 (43 characters; make one with "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`); the server does "
+            "not start without a usable key"
         )
     return key
 
