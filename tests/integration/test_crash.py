@@ -66,12 +66,12 @@ class Processes:
 
     env: dict[str, str]
     logs: Path
-    port: int = 0
+    port: int = 0  # gunicorn's, on 127.0.0.1
     running: list[subprocess.Popen[bytes]] = field(default_factory=list)
     starts: int = 0
 
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}-{self.starts}.log").open("wb") as log:
+        with (self.logs / f"{name}-{self.starts}.log").open("ab") as log:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
@@ -85,26 +85,28 @@ class Processes:
         return process
 
     def start(self) -> None:
+        """gunicorn on a free port (another one if that was taken meanwhile), then the worker."""
         self.starts += 1
-        self.port = self.port or free_port()
-        gunicorn = [
-            str(BIN / "gunicorn"),
-            "--workers", "2",
-            "--threads", "4",
-            "--worker-class", "gthread",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--log-level", "warning",
-            "api.wsgi:app",
-        ]  # fmt: skip
-        server = self.spawn("gunicorn", gunicorn)
-        self.spawn("project", [str(BIN / "daifuku"), "project"])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert server.poll() is None, f"gunicorn exited: {self.log_tail()}"
-            with contextlib.suppress(OSError):
-                if request(self.port, "GET", "/healthz")[0] == 200:
-                    return
-            time.sleep(0.1)
+        for _attempt in range(3):
+            self.port = free_port()
+            gunicorn = [
+                str(BIN / "gunicorn"),
+                "--workers", "2",
+                "--threads", "4",
+                "--worker-class", "gthread",
+                "--bind", f"127.0.0.1:{self.port}",
+                "--log-level", "warning",
+                "api.wsgi:app",
+            ]  # fmt: skip
+            server = self.spawn("gunicorn", gunicorn)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and server.poll() is None:
+                with contextlib.suppress(OSError):
+                    if request(self.port, "GET", "/healthz")[0] == 200:
+                        self.spawn("project", [str(BIN / "daifuku"), "project"])
+                        return
+                time.sleep(0.1)
+            self.stop()
         pytest.fail(f"gunicorn never answered /healthz: {self.log_tail()}")
 
     def kill(self) -> None:
