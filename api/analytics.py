@@ -11,7 +11,7 @@ from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
 from api.members import _cursor, _read_cursor
-from api.schemas import DecimalText, EventsQuery, Instant
+from api.schemas import DecimalText, EventsQuery, Instant, position_field
 
 blp = ApiBlueprint(
     "analytics",
@@ -62,9 +62,8 @@ class PointsOutstanding(Schema):
 class Summary(Schema):
     as_of = Instant()
     currency = fields.String()
-    position = fields.Integer(
-        allow_none=True,
-        metadata={"description": "the read models' position it was read at; none: the ledger"},
+    position = position_field(
+        "the read models' position it was read at; none: the ledger", allow_none=True
     )
     members = fields.Nested(MembersFigures)
     points_outstanding = fields.Nested(PointsOutstanding)

@@ -13,6 +13,7 @@ from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
 from api.problems import Problem
+from api.schemas import position_field
 
 blp = ApiBlueprint(
     "audit_verification",
@@ -32,9 +33,8 @@ class MismatchSchema(Schema):
 class VerificationSchema(Schema):
     events = fields.Integer(metadata={"description": "events replayed"})
     members = fields.Integer(metadata={"description": "members in the replayed view"})
-    position = fields.Integer(
-        allow_none=True,
-        metadata={"description": "the live view's position; null if it was never built"},
+    position = position_field(
+        "the live view's position; null if it was never built", allow_none=True
     )
     live_view = fields.String()
     mismatches = fields.List(fields.Nested(MismatchSchema))

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import ledger
-from api.schemas import Instant, actor_field
+from api.schemas import Instant, actor_field, position_field, position_query
 
 blp = ApiBlueprint(
     "events",
@@ -20,11 +20,7 @@ blp = ApiBlueprint(
 
 
 class LogQuery(Schema):
-    after = fields.Integer(
-        load_default=0,
-        validate=validate.Range(min=0),
-        metadata={"description": "the position of the last event already read"},
-    )
+    after = position_query("the position of the last event already read", load_default=0)
     limit = fields.Integer(
         load_default=100,
         validate=validate.Range(min=1, max=1000),
@@ -33,7 +29,7 @@ class LogQuery(Schema):
 
 
 class LoggedEvent(Schema):
-    position = fields.Integer()
+    position = position_field("where in the log the event was recorded")
     type = fields.String()
     aggregate = fields.String()
     member_id = fields.String(allow_none=True)
@@ -45,9 +41,7 @@ class LoggedEvent(Schema):
 
 class LogPage(Schema):
     items = fields.List(fields.Nested(LoggedEvent))
-    next = fields.Integer(
-        allow_none=True, metadata={"description": "pass back as ?after= for the next page"}
-    )
+    next = position_field("pass back as ?after= for the next page", allow_none=True)
 
 
 @blp.route("")

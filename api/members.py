@@ -26,6 +26,7 @@ from api.schemas import (
     StatusQuery,
     TokenRequest,
 )
+from domain.eventlog import MAX_POSITION
 
 blp = ApiBlueprint(
     "members",
@@ -137,7 +138,7 @@ def _read_cursor(cursor: str | None) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if text.startswith(CURSOR_PREFIX):
             after = int(text.removeprefix(CURSOR_PREFIX))
-            if after >= 0:
+            if 0 <= after <= MAX_POSITION:
                 return after
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass

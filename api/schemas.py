@@ -12,6 +12,8 @@ from werkzeug.routing import BaseConverter
 
 from api.problems import DOMAIN_PROBLEMS
 from domain.errors import InsufficientPoints
+from domain.eventlog import MAX_POSITION
+from domain.program import WHOLE_NUMBER_BOUNDS
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN)
@@ -109,6 +111,21 @@ class Count(fields.Integer):
         return int(super()._validated(value))
 
 
+def position_query(description: str, **kwargs: Any) -> fields.Integer:
+    """A position of the event log in a query: 0 to the largest a store can hold (2**63 - 1)."""
+    return fields.Integer(
+        validate=validate.Range(min=0, max=MAX_POSITION),
+        metadata={"description": description},
+        **kwargs,
+    )
+
+
+def rule_number(path: str) -> Count:
+    """A whole-number program rule, with the bounds the ledger checks it against."""
+    low, high = WHOLE_NUMBER_BOUNDS[path]
+    return Count(required=True, validate=validate.Range(min=low, max=high))
+
+
 class StrictBody(Schema):
     class Meta:
         unknown = RAISE
@@ -124,22 +141,25 @@ class EnrolmentRequest(StrictBody):
     referral_code = fields.String(allow_none=True, validate=validate.Length(min=1, max=32))
 
 
-def position_field() -> fields.Integer:
+WRITE_POSITION = (
+    "where in the event log this was recorded: pass it as `?after=` to a read to see this write "
+    "(for a repeat, a position at or after the original's)"
+)
+
+
+def position_field(description: str = WRITE_POSITION, **kwargs: Any) -> fields.Integer:
+    """A position of the event log in a response."""
     return fields.Integer(
-        metadata={
-            "description": "where in the event log this was recorded: pass it as `?after=` to "
-            "a read to see this write (for a repeat, a position at or after the original's)"
-        }
+        validate=validate.Range(min=0, max=MAX_POSITION),
+        metadata={"description": description},
+        **kwargs,
     )
 
 
 class ReadQuery(Schema):
-    after = fields.Integer(
-        validate=validate.Range(min=0),
-        metadata={
-            "description": "a position returned by a write: wait (briefly) until the read models "
-            "have applied it, so the answer includes that write"
-        },
+    after = position_query(
+        "a position returned by a write: wait (briefly) until the read models have applied it, "
+        "so the answer includes that write"
     )
 
 
@@ -253,16 +273,16 @@ class RefundRequest(StrictBody):
 
 
 class EarningRules(StrictBody):
-    points_per_currency_unit = Count(required=True)
-    cross_sell_bonus = Count(required=True)
-    return_window_days = Count(required=True)
-    lot_lifetime_days = Count(required=True)
+    points_per_currency_unit = rule_number("earning.points_per_currency_unit")
+    cross_sell_bonus = rule_number("earning.cross_sell_bonus")
+    return_window_days = rule_number("earning.return_window_days")
+    lot_lifetime_days = rule_number("earning.lot_lifetime_days")
     point_value = DecimalText(required=True)
 
 
 class LifecycleRules(StrictBody):
-    dormant_days = Count(required=True)
-    lost_days = Count(required=True)
+    dormant_days = rule_number("lifecycle.dormant_days")
+    lost_days = rule_number("lifecycle.lost_days")
 
 
 class TierRules(StrictBody):
@@ -273,29 +293,29 @@ class TierRules(StrictBody):
 
 class GuaranteeRules(StrictBody):
     name = fields.String(required=True)
-    refund_percent = Count(required=True)
-    window_days = Count(required=True)
+    refund_percent = rule_number("guarantees.*.refund_percent")
+    window_days = rule_number("guarantees.*.window_days")
     evidence_required = fields.Boolean(required=True, truthy={True}, falsy={False})
 
 
 class RewardRules(StrictBody):
     id = fields.String(required=True)
     name = fields.String(required=True)
-    points = Count(required=True)
+    points = rule_number("rewards.*.points")
 
 
 class ReferralRules(StrictBody):
-    referrer_points = Count(required=True)
-    referee_points = Count(required=True)
+    referrer_points = rule_number("referrals.referrer_points")
+    referee_points = rule_number("referrals.referee_points")
     qualifying_amount = DecimalText(required=True)
-    cap = Count(required=True)
-    cap_days = Count(required=True)
+    cap = rule_number("referrals.cap")
+    cap_days = rule_number("referrals.cap_days")
 
 
 class ProgramRulesSchema(StrictBody):
     currency = fields.String(required=True, metadata={"example": "USD"})
     earning = fields.Nested(EarningRules, required=True)
-    tier_period_days = Count(required=True)
+    tier_period_days = rule_number("tier_period_days")
     lifecycle = fields.Nested(LifecycleRules, required=True)
     tiers = fields.List(fields.Nested(TierRules), required=True)
     guarantees = fields.List(fields.Nested(GuaranteeRules), required=True)
@@ -514,7 +534,7 @@ class ProgramView(Schema):
 
 
 class ReadModelsHealth(Schema):
-    position = fields.Integer(metadata={"description": "the last event the views have applied"})
+    position = position_field("the last event the views have applied")
     behind = fields.Integer(metadata={"description": "events recorded but not yet applied"})
 
 

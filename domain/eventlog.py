@@ -21,6 +21,9 @@ HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic"
 # sealed fields, or nothing, are).
 PLAIN = {"legacy_email", "legacy_name"}
 SHOWN_APART = HIDDEN | PLAIN | {"actor"}  # the actor is shown beside the data, not in it
+# The largest position (and aggregate version) either store can hold: a signed 64-bit integer,
+# SQLite's INTEGER and PostgreSQL's BIGINT. A number past it is never sent to a store.
+MAX_POSITION = 2**63 - 1
 
 
 def describe_event(event: Any) -> dict[str, Any]:
@@ -60,7 +63,9 @@ def to_json(value: Any) -> Any:
 
 def page(app: Application[UUID], after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     """The whole ledger in the order it was recorded, each event with its position."""
-    described_page = []
+    described_page: list[dict[str, Any]] = []
+    if after >= MAX_POSITION:
+        return described_page  # nothing can come after the last position a store can hold
     for notification in app.recorder.select_notifications(start=after + 1, limit=limit):
         event = app.mapper.to_domain_event(notification)
         described = describe_event(event)

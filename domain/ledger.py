@@ -351,7 +351,8 @@ class Ledger(Application[UUID]):
         self, member_id: str, after: int = 0, limit: int = 100
     ) -> list[dict[str, Any]]:
         uid = member_uuid(member_id)
-        events = list(self.events.get(uid, gt=after or None, limit=limit))
+        gt = min(after, eventlog.MAX_POSITION) or None
+        events = list(self.events.get(uid, gt=gt, limit=limit))
         if not events and after == 0:
             raise UnknownMember(member_id)
         if not events:

@@ -166,16 +166,35 @@ class ProgramRules:
         return rules
 
 
-# The whole-number rules: (section of the document, field, lowest, highest); the default of each
-# is ProgramRules()'s.
+# The bounds of every whole-number rule, by its path in the rules document ("*" stands for each
+# item of a list); the API documents and checks the same ones (api/schemas.py).
+WHOLE_NUMBER_BOUNDS: dict[str, tuple[int, int]] = {
+    "earning.points_per_currency_unit": (1, 10_000),
+    "earning.cross_sell_bonus": (0, 1_000_000),
+    "earning.return_window_days": (0, 3650),
+    "earning.lot_lifetime_days": (1, 36500),
+    "tier_period_days": (1, 3650),
+    "lifecycle.dormant_days": (1, 36500),
+    "lifecycle.lost_days": (1, 36500),
+    "guarantees.*.refund_percent": (1, 1000),
+    "guarantees.*.window_days": (1, 3650),
+    "rewards.*.points": (1, 10_000_000),
+    "referrals.referrer_points": (0, 10_000_000),
+    "referrals.referee_points": (0, 10_000_000),
+    "referrals.cap": (0, 1_000_000),
+    "referrals.cap_days": (1, 3650),
+}
+
+# The whole-number fields of ProgramRules itself: (section of the document, field); the default
+# of each is ProgramRules()'s.
 WHOLE_NUMBERS = (
-    ("earning", "points_per_currency_unit", 1, 10_000),
-    ("earning", "cross_sell_bonus", 0, 1_000_000),
-    ("earning", "return_window_days", 0, 3650),
-    ("earning", "lot_lifetime_days", 1, 36500),
-    ("", "tier_period_days", 1, 3650),
-    ("lifecycle", "dormant_days", 1, 36500),
-    ("lifecycle", "lost_days", 1, 36500),
+    ("earning", "points_per_currency_unit"),
+    ("earning", "cross_sell_bonus"),
+    ("earning", "return_window_days"),
+    ("earning", "lot_lifetime_days"),
+    ("", "tier_period_days"),
+    ("lifecycle", "dormant_days"),
+    ("lifecycle", "lost_days"),
 )
 
 
@@ -198,7 +217,8 @@ class _Reader:
             if key not in allowed:
                 self.fail(f"{path}.{key}" if path else key, "unknown field")
 
-    def integer(self, value: Any, path: str, low: int, high: int, default: int) -> int:
+    def integer(self, value: Any, path: str, default: int) -> int:
+        low, high = WHOLE_NUMBER_BOUNDS[re.sub(r"\.\d+\.", ".*.", path)]
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
@@ -262,11 +282,9 @@ class _Reader:
             name: self.integer(
                 sections[section].get(name),
                 f"{section}.{name}" if section else name,
-                low,
-                high,
                 getattr(base, name),
             )
-            for section, name, low, high in WHOLE_NUMBERS
+            for section, name in WHOLE_NUMBERS
         }
         rules = replace(
             base,
@@ -331,10 +349,8 @@ class _Reader:
             policies.append(
                 GuaranteePolicy(
                     self.name(item.get("name"), f"{path}.name"),
-                    self.integer(
-                        item.get("refund_percent"), f"{path}.refund_percent", 1, 1000, 100
-                    ),
-                    self.integer(item.get("window_days"), f"{path}.window_days", 1, 3650, 30),
+                    self.integer(item.get("refund_percent"), f"{path}.refund_percent", 100),
+                    self.integer(item.get("window_days"), f"{path}.window_days", 30),
                     required,
                 )
             )
@@ -361,7 +377,7 @@ class _Reader:
                 Reward(
                     self.name(item.get("id"), f"{path}.id"),
                     title,
-                    self.integer(item.get("points"), f"{path}.points", 1, 10_000_000, 1),
+                    self.integer(item.get("points"), f"{path}.points", 1),
                 )
             )
         if len({r.id for r in rewards}) != len(rewards):
@@ -380,18 +396,10 @@ class _Reader:
         )
         return ReferralTerms(
             self.integer(
-                item.get("referrer_points"),
-                "referrals.referrer_points",
-                0,
-                10**7,
-                base.referrer_points,
+                item.get("referrer_points"), "referrals.referrer_points", base.referrer_points
             ),
             self.integer(
-                item.get("referee_points"),
-                "referrals.referee_points",
-                0,
-                10**7,
-                base.referee_points,
+                item.get("referee_points"), "referrals.referee_points", base.referee_points
             ),
             self.decimal(
                 item.get("qualifying_amount"),
@@ -399,8 +407,8 @@ class _Reader:
                 Decimal(0),
                 base.qualifying_amount,
             ),
-            self.integer(item.get("cap"), "referrals.cap", 0, 10**6, base.cap),
-            self.integer(item.get("cap_days"), "referrals.cap_days", 1, 3650, base.cap_days),
+            self.integer(item.get("cap"), "referrals.cap", base.cap),
+            self.integer(item.get("cap_days"), "referrals.cap_days", base.cap_days),
         )
 
 
