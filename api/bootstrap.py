@@ -23,13 +23,12 @@ STARTUP_ATTEMPTS = 5
 def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, KeyStore, bytes]:
     """The ledger, the key store and the token secret (``settings.secret_key`` if set, else
     the one kept in the database); everything comes from ``settings``."""
+    clock = clock or SystemClock()
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
     for attempt in range(STARTUP_ATTEMPTS):
         try:
-            ledger = Ledger(
-                env=env, clock=clock or SystemClock(), snapshot_interval=settings.snapshot_interval
-            )
+            ledger = Ledger(env=env, clock=clock, snapshot_interval=settings.snapshot_interval)
             break
         except (PersistenceError, psycopg.Error):
             # Workers starting together on a fresh database race to create the same tables.
@@ -38,7 +37,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
             time.sleep(0.1 * (attempt + 1))
     for attempt in range(STARTUP_ATTEMPTS):
         try:
-            keys = KeyStore(settings.database)
+            keys = KeyStore(settings.database, clock=clock)
             break
         except (PersistenceError, psycopg.Error, sqlite3.Error):
             if attempt == STARTUP_ATTEMPTS - 1:

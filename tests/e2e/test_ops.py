@@ -25,10 +25,6 @@ LATER = {
     11: {
         "GET /v1/members/{member_id}/personal-data",
         "DELETE /v1/members/{member_id}/personal-data",
-        "GET /v1/keys",
-        "POST /v1/keys",
-        "DELETE /v1/keys/{key_id}",
-        "POST /v1/members/{member_id}/tokens/revocations",
     },
     12: {"POST /v1/imports"},
     13: {"GET /v1/audit/verifications/{id}"},
