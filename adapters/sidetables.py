@@ -101,7 +101,11 @@ class PostgresConnection:
         for statement in statements:
             try:
                 self.run(statement)
-            except psycopg.errors.UniqueViolation:
+            except (
+                psycopg.errors.UniqueViolation,
+                psycopg.errors.DuplicateObject,
+                psycopg.errors.DuplicateTable,
+            ):
                 # Another worker created the same table at the same instant: it exists now.
                 continue
 

@@ -54,7 +54,7 @@ def create_key(body: dict[str, Any]) -> dict[str, Any]:
 @blp.route("/<key_id:key_id>", methods=["DELETE"])
 @allow()
 @blp.response(200, KeyView, description="Revoked (also when it already was)")
-@blp.doc(responses={"404": "NOT_FOUND", "409": "CONFLICT"})
+@blp.doc(responses={"404": "NOT_FOUND", "409": "CONFLICT", "422": "UNPROCESSABLE_ENTITY"})
 def revoke_key(key_id: str) -> dict[str, Any]:
     """Revoke a key: every server process refuses it within a second; the last admin key that
     works is kept (409), so that the shop cannot lock itself out"""

@@ -25,6 +25,10 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/v1/purchases/A-0/refunds", {"refund_id": "F-1"}, {"storefront"}),
     ("POST", "/v1/redemptions/R-0/cancellation", None, {"storefront"}),
     ("GET", "/v1/program", None, {"storefront", "auditor", "member"}),
+    ("GET", "/v1/keys", None, set()),
+    ("POST", "/v1/keys", {"name": "n", "role": "auditor"}, set()),
+    ("DELETE", "/v1/keys/key_000000000000", None, set()),
+    ("POST", "/v1/members/ann/tokens/revocations", {}, {"storefront"}),
 ]
 ROLES = ["storefront", "auditor", "member", "admin"]
 
