@@ -25,6 +25,10 @@ class Connection(Protocol):
 
     def create_tables(self, statements: Iterable[str]) -> None: ...
 
+    def run_together(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]: ...
+
     def close(self) -> None: ...
 
 
@@ -44,6 +48,23 @@ class SQLiteConnection:
     def create_tables(self, statements: Iterable[str]) -> None:
         for statement in statements:
             self.run(statement)
+
+    def run_together(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """All or nothing, with the write lock taken first (no other writer in between)."""
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                found = [
+                    self._connection.execute(statement, tuple(params)).fetchall()
+                    for statement, params in statements
+                ]
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+            return found
 
     def close(self) -> None:
         with self._lock:
@@ -80,9 +101,24 @@ class PostgresConnection:
         for statement in statements:
             try:
                 self.run(statement)
-            except psycopg.errors.UniqueViolation:
+            except (
+                psycopg.errors.UniqueViolation,
+                psycopg.errors.DuplicateObject,
+                psycopg.errors.DuplicateTable,
+            ):
                 # Another worker created the same table at the same instant: it exists now.
                 continue
+
+    def run_together(
+        self, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """All or nothing, in one transaction (each statement sees what committed before it)."""
+        with self._pool.connection() as connection, connection.transaction():
+            found = []
+            for statement, params in statements:
+                cursor = connection.execute(statement.replace("?", "%s"), tuple(params))
+                found.append(cursor.fetchall() if cursor.description else [])
+            return found
 
     def close(self) -> None:
         self._pool.close()

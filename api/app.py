@@ -30,13 +30,22 @@ from api import (
     purchases,
     redemptions,
 )
+from api import keys as key_views  # ``keys`` is create_app's KeyStore
 from api.admission import limit_writes
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
 from api.metrics import Metrics
 from api.problems import PROBLEM_MIMETYPE, invalid
 from api.reads import READ_FROM_HEADER
-from api.schemas import ID_RE, IdConverter, ProblemSchema, id_parameter
+from api.schemas import (
+    ID_RE,
+    PATH_IDS,
+    IdConverter,
+    KeyIdConverter,
+    ProblemSchema,
+    id_parameter,
+    key_id_parameter,
+)
 
 if TYPE_CHECKING:
     from domain.clock import Clock
@@ -117,7 +126,7 @@ def create_app(
                     SECURITY_SCHEME: {
                         "type": "http",
                         "scheme": "bearer",
-                        "description": "An API key (dfk_...) or a member token (dmt1....)",
+                        "description": "An API key (dfk_...) or a member token (dmt2....)",
                     }
                 }
             },
@@ -135,8 +144,10 @@ def create_app(
         read_wait_seconds=read_wait_seconds,
     )
     app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["key_id"] = KeyIdConverter
     api = LedgerApi(app)
     api.register_converter(IdConverter, id_parameter)
+    api.register_converter(KeyIdConverter, key_id_parameter)
     for blueprint in (
         members.blp,
         purchases.blp,
@@ -147,6 +158,7 @@ def create_app(
         analytics.blp,
         audit.blp,
         audit_verification.blp,
+        key_views.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)
@@ -163,8 +175,13 @@ def create_app(
     @app.before_request
     def check_path_ids() -> None:
         for name, value in (request.view_args or {}).items():
-            if name.endswith("_id") and not ID_RE.match(str(value)):
-                raise invalid(name, "must be 1-64 characters of A-Za-z0-9._:-")
+            if not name.endswith("_id"):
+                continue
+            pattern, message = PATH_IDS.get(
+                name, (ID_RE, "must be 1-64 characters of A-Za-z0-9._:-")
+            )
+            if not pattern.match(str(value)):
+                raise invalid(name, message)
 
     limit_writes(app, write_concurrency)
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 from flask_smorest import Blueprint
 
-from adapters.keys import MEMBER_TOKEN_PREFIX, verify_member_token
+from adapters.keys import is_member_token, read_member_token
 from api.context import Caller, backend
 from api.problems import Problem
 
@@ -101,15 +101,22 @@ def authenticate() -> Caller:
     if len(credential) > MAX_CREDENTIAL_LENGTH:
         raise unauthorized("the credential is not valid", error="invalid_token")
     found = backend()
-    if credential.startswith(MEMBER_TOKEN_PREFIX + "."):
-        member_id = verify_member_token(found.token_secret, credential, found.clock.now())
-        if member_id is None:
+    if is_member_token(credential):
+        token = read_member_token(found.token_secret, credential, found.clock.now())
+        if token is None:
             raise unauthorized("the member token is invalid or has expired", error="invalid_token")
+        if found.keys.refuses(token):
+            raise unauthorized("the member token has been revoked", error="invalid_token")
+        member_id = token.member_id
         return Caller(role="member", name=f"member {member_id}", member_id=member_id)
-    role = found.keys.role_of(credential)
-    if role is None:
+    key = found.keys.find(credential)
+    if key is None:
         raise unauthorized("the API key is not valid", error="invalid_token")
-    return Caller(role=role[0], name=role[1])
+    state = key.state(found.keys.now())
+    if state != "active":
+        raise unauthorized(f"the API key has been {state}", error="invalid_token")
+    found.keys.record_use(key)
+    return Caller(role=key.role, name=key.name, key_id=key.key_id)
 
 
 def unauthorized(detail: str, error: str | None = None) -> Problem:

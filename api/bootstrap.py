@@ -29,6 +29,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
     """The ledger with its personal-data vault, the key store and the token secret
     (``settings.secret_key`` if set, else the one kept in the database); everything comes
     from ``settings``. A ledger an older version wrote gets its plain personal data sealed."""
+    clock = clock or SystemClock()
     env = settings.database.event_store_env()
     env["AGGREGATE_CACHE_MAXSIZE"] = str(settings.cache_size)
     for attempt in range(STARTUP_ATTEMPTS):
@@ -37,7 +38,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
             vault = Vault.open_database(settings.database, settings.master_key)
             ledger = Ledger(
                 env=env,
-                clock=clock or SystemClock(),
+                clock=clock,
                 snapshot_interval=settings.snapshot_interval,
                 sealer=vault,
             )
@@ -57,7 +58,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
         raise
     for attempt in range(STARTUP_ATTEMPTS):
         try:
-            keys = KeyStore(settings.database)
+            keys = KeyStore(settings.database, clock=clock)
             break
         except (PersistenceError, psycopg.Error, sqlite3.Error):
             if attempt == STARTUP_ATTEMPTS - 1:

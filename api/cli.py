@@ -1,4 +1,4 @@
-"""The ``daifuku`` command: create API keys, serve the HTTP API, run the scheduler."""
+"""The ``daifuku`` command: manage API keys, serve the HTTP API, run the scheduler."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from werkzeug.serving import make_server
 
 from adapters.export import export_lines, verify_lines
-from adapters.keys import KEY_ROLES, KeyStore
+from adapters.keys import (
+    KEY_ROLES,
+    KeyNotRotatable,
+    KeyStore,
+    LastAdminKey,
+    UnknownKey,
+)
 from adapters.projections import (
     MemberStatusProjection,
     ProjectionThread,
@@ -60,7 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create an API key and print it once")
     create.add_argument("--role", required=True, choices=KEY_ROLES)
     create.add_argument("--name", help="who the key is for (default: the role)")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in-days", type=_days, metavar="DAYS", help="the key stops working then"
+    )
+    expiry.add_argument(
+        "--expires-at", type=_instant, metavar="TIME", help="RFC 3339 with an offset"
+    )
     create.set_defaults(run=_create_key)
+    listing = key_commands.add_parser("list", help="every key with its state; never a secret")
+    listing.set_defaults(run=_list_keys)
+    revoke = key_commands.add_parser(
+        "revoke", help="refuse a key from now on (every server process within a second)"
+    )
+    revoke.add_argument("key_id", metavar="KEY_ID", help="as `daifuku keys list` shows it")
+    revoke.set_defaults(run=_revoke_key)
+    rotate = key_commands.add_parser(
+        "rotate", help="a new key with the same name, role and expiry; the old one is revoked"
+    )
+    rotate.add_argument("key_id", metavar="KEY_ID", help="as `daifuku keys list` shows it")
+    rotate.set_defaults(run=_rotate_key)
 
     serve = commands.add_parser("serve", help="serve the HTTP API (and run the scheduler)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -102,19 +128,118 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _create_key(args: argparse.Namespace, settings: Settings) -> int:
-    name = args.name or args.role
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError("give 1-36500 days")
+    return days
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a UTC offset, e.g. 2027-01-01T00:00:00+00:00")
+    return moment
+
+
+@contextmanager
+def _key_store(settings: Settings) -> Iterator[KeyStore]:
     keys = KeyStore(settings.database)
     try:
-        key = keys.create(args.role, name)
-    except ValueError as error:
-        print(f"daifuku: {error}", file=sys.stderr)
-        return 2
+        yield keys
     finally:
         keys.close()
-    print(f"Created {args.role} key {name!r} in {settings.database.describe()}; it is shown once:")
-    print(key)
+
+
+def _refuse(error: Exception) -> int:
+    print(f"daifuku: {error}", file=sys.stderr)
+    if isinstance(error, UnknownKey):
+        print("daifuku: `daifuku keys list` shows the ids", file=sys.stderr)
+    return 2 if isinstance(error, ValueError) else 1
+
+
+def _create_key(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.name or args.role
+    with _key_store(settings) as keys:
+        expires_at = args.expires_at
+        if args.expires_in_days is not None:
+            expires_at = keys.now() + timedelta(days=args.expires_in_days)
+        try:
+            key, secret = keys.issue(args.role, name, expires_at)
+        except ValueError as error:
+            return _refuse(error)
+    until = f", expiring {_when(key.expires_at)}" if key.expires_at else ""
+    print(
+        f"Created {args.role} key {name!r} ({key.key_id}{until}) in "
+        f"{settings.database.describe()}; it is shown once:"
+    )
+    print(secret)
     return 0
+
+
+def _list_keys(args: argparse.Namespace, settings: Settings) -> int:
+    with _key_store(settings) as keys:
+        now = keys.now()
+        found = keys.page(limit=1_000_000)
+    columns = ("id", "name", "role", "state", "created", "last used", "expires", "revoked")
+    rows = [
+        (
+            key.key_id,
+            key.name,
+            key.role,
+            key.state(now),
+            _when(key.created_at),
+            _when(key.last_used_at),
+            _when(key.expires_at),
+            _when(key.revoked_at),
+        )
+        for key in found
+    ]
+    widths = [max(len(row[n]) for row in [columns, *rows]) for n in range(len(columns))]
+    for row in [columns, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    if not rows:
+        print(f"(no keys yet in {settings.database.describe()})")
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace, settings: Settings) -> int:
+    with _key_store(settings) as keys:
+        try:
+            key = keys.revoke(args.key_id)
+        except (UnknownKey, LastAdminKey) as error:
+            return _refuse(error)
+    print(
+        f"Revoked {key.role} key {key.name!r} ({key.key_id}) at {_when(key.revoked_at)}; "
+        "every server refuses it within a second."
+    )
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    with _key_store(settings) as keys:
+        try:
+            new, secret, old = keys.rotate(args.key_id)
+        except (UnknownKey, KeyNotRotatable) as error:
+            return _refuse(error)
+    print(
+        f"Rotated {old.role} key {old.name!r}: {old.key_id} is revoked (every server refuses "
+        f"it within a second); its replacement {new.key_id} is shown once:"
+    )
+    print(secret)
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -74,7 +74,8 @@ def actor_of(who: Caller) -> Actor:
     if who.role == "member":
         assert who.member_id is not None
         return Actor.member(who.member_id)
-    return Actor.key(who.key_id or "unknown", who.name, who.role)
+    assert who.key_id is not None, "an API key caller has the key's id"
+    return Actor.key(who.key_id, who.name, who.role)
 
 
 def caller() -> Caller:

@@ -1,4 +1,4 @@
-"""Members: enrolment, status, event history, member tokens and redemptions."""
+"""Members: enrolment, status, event history, member tokens (and their revocation), redemptions."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from api.schemas import (
     ReferralQuery,
     StatusQuery,
     TokenRequest,
+    TokenRevocation,
+    TokenRevocationRequest,
 )
 from domain.eventlog import MAX_POSITION
 
@@ -106,8 +108,23 @@ def mint_token(body: dict[str, Any], member_id: str) -> dict[str, Any]:
     found = backend()
     ttl = body.get("ttl_seconds", found.token_ttl_seconds)
     expires_at = (found.clock.now() + timedelta(seconds=ttl)).replace(microsecond=0)
-    token = mint_member_token(found.token_secret, member_id, expires_at)
+    token = mint_member_token(
+        found.token_secret, member_id, expires_at, issued_at=found.clock.now()
+    )
     return {"token": token, "expires_at": expires_at}
+
+
+@blp.route("/<id:member_id>/tokens/revocations", methods=["POST"])
+@allow("storefront")
+@blp.arguments(TokenRevocationRequest())
+@blp.response(201, TokenRevocation)
+def revoke_tokens(body: dict[str, Any], member_id: str) -> dict[str, Any]:
+    """Refuse every member token of the member issued before now, in every server process
+    within a second (tokens minted afterwards work)"""
+    ledger().member_status(member_id)  # an unknown member is a 404
+    found = backend()
+    revoked_before = found.keys.revoke_member_tokens(member_id, at=found.clock.now())
+    return {"member_id": member_id, "revoked_before": revoked_before}
 
 
 @blp.route("/<id:member_id>/redemptions", methods=["POST"])

@@ -56,12 +56,15 @@ class ProblemType:
         return PROBLEM_TYPES + self.slug
 
 
-# Every problem type the API serves: the three it decides on itself, then one per domain error.
+# Every problem type the API serves: those it decides on itself (input, load, the database, and
+# API keys, which are credentials rather than the loyalty domain), then one per domain error.
 # Anything else answers about:blank with its status.
 INVALID_INPUT = ProblemType("invalid-input", 422, "Invalid input")
 SERVER_BUSY = ProblemType("server-busy", 503, "Server busy")
 DATABASE_UNAVAILABLE = ProblemType("database-unavailable", 503, "Database unavailable")
-API_PROBLEMS = (INVALID_INPUT, SERVER_BUSY, DATABASE_UNAVAILABLE)
+UNKNOWN_KEY = ProblemType("unknown-key", 404, "Unknown key")
+LAST_ADMIN_KEY = ProblemType("last-admin-key", 409, "Last admin key")
+API_PROBLEMS = (INVALID_INPUT, SERVER_BUSY, DATABASE_UNAVAILABLE, UNKNOWN_KEY, LAST_ADMIN_KEY)
 
 # A class not listed answers as its nearest listed base; tests/unit/test_problem_types.py fails
 # for any error in domain/ that is not listed.

@@ -10,6 +10,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from werkzeug.routing import BaseConverter
 
+from adapters.keys import KEY_ID_PATTERN, KEY_ROLES, MAX_KEY_NAME
 from api.problems import DOMAIN_PROBLEMS
 from domain.errors import InsufficientPoints
 from domain.eventlog import MAX_POSITION
@@ -17,6 +18,7 @@ from domain.program import WHOLE_NUMBER_BOUNDS
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN)
+KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 DECIMAL_RE = re.compile(r"^[+-]?\d{1,16}(\.\d{1,16})?$")
 # RFC 3339 section 5.6: date, "T" (or space), time, optional fraction, and a mandatory offset.
 INSTANT_RE = re.compile(
@@ -33,6 +35,20 @@ class IdConverter(BaseConverter):
 
 def id_parameter(converter: IdConverter) -> dict[str, Any]:
     return {"type": "string", "pattern": ID_PATTERN}
+
+
+class KeyIdConverter(BaseConverter):
+    """An API key's public id (the server chose it): key_ and 12 hex digits."""
+
+    regex = "[^/]+"
+
+
+def key_id_parameter(converter: KeyIdConverter) -> dict[str, Any]:
+    return {"type": "string", "pattern": KEY_ID_PATTERN}
+
+
+# What a path id must look like, by argument name; every other *_id is a caller-chosen id.
+PATH_IDS = {"key_id": (KEY_ID_RE, "must be key_ followed by 12 hex digits")}
 
 
 class Identifier(fields.String):
@@ -188,6 +204,23 @@ class TokenRequest(StrictBody):
         validate=validate.Range(min=1, max=86400),
         metadata={"description": "lifetime of the token; default 3600"},
     )
+
+
+class TokenRevocationRequest(StrictBody):
+    """Nothing to say: every token of the member issued before now is refused."""
+
+
+class KeyRequest(StrictBody):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_KEY_NAME))
+    role = fields.String(required=True, validate=validate.OneOf(KEY_ROLES))
+    expires_at = Instant(
+        allow_none=True,
+        metadata={"description": "when the key stops working (in the future); default never"},
+    )
+
+
+class KeysQuery(EventsQuery):
+    """A page of keys, oldest first."""
 
 
 class RedemptionRequest(StrictBody):
@@ -441,6 +474,39 @@ class MemberEventPage(Schema):
 class MemberToken(Schema):
     token = fields.String()
     expires_at = Instant()
+
+
+class TokenRevocation(Schema):
+    member_id = fields.String()
+    revoked_before = Instant(
+        metadata={"description": "every token of the member issued before this is refused"}
+    )
+
+
+class KeyView(Schema):
+    key_id = fields.String(
+        metadata={"pattern": KEY_ID_PATTERN, "description": "public; not a secret"}
+    )
+    name = fields.String()
+    role = fields.String(metadata={"enum": list(KEY_ROLES)})
+    state = fields.String(metadata={"enum": ["active", "expired", "revoked"]})
+    created_at = Instant()
+    last_used_at = Instant(
+        allow_none=True, metadata={"description": "approximate: noted at most once a minute"}
+    )
+    expires_at = Instant(allow_none=True)
+    revoked_at = Instant(allow_none=True)
+
+
+class KeyCreated(KeyView):
+    secret = fields.String(
+        metadata={"description": "the bearer credential (dfk_...); shown only in this answer"}
+    )
+
+
+class KeyPage(Schema):
+    items = fields.List(fields.Nested(KeyView))
+    next = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
 
 
 class GuaranteeTerms(Schema):

@@ -25,6 +25,10 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/v1/purchases/A-0/refunds", {"refund_id": "F-1"}, {"storefront"}),
     ("POST", "/v1/redemptions/R-0/cancellation", None, {"storefront"}),
     ("GET", "/v1/program", None, {"storefront", "auditor", "member"}),
+    ("GET", "/v1/keys", None, set()),
+    ("POST", "/v1/keys", {"name": "n", "role": "auditor"}, set()),
+    ("DELETE", "/v1/keys/key_000000000000", None, set()),
+    ("POST", "/v1/members/ann/tokens/revocations", {}, {"storefront"}),
 ]
 ROLES = ["storefront", "auditor", "member", "admin"]
 
@@ -131,16 +135,18 @@ def test_an_expired_member_token_is_401(ann: Server) -> None:
 
 
 def test_a_token_signed_with_another_secret_is_401(ann: Server) -> None:
-    forged = mint_member_token(b"another secret", "ann", START + timedelta(hours=1))
+    forged = mint_member_token(
+        b"another secret", "ann", START + timedelta(hours=1), issued_at=START
+    )
     assert_problem(ann.call("GET", "/v1/members/ann", forged), 401)
 
 
 def test_a_token_whose_member_was_altered_is_401(ann: Server) -> None:
     ann.enrol("bob")
     token = ann.member_token("ann")
-    bob_token = mint_member_token(b"x", "bob", START + timedelta(hours=1))
-    prefix, _, expiry, signature = token.split(".")
-    altered = ".".join([prefix, bob_token.split(".")[1], expiry, signature])
+    bob_token = mint_member_token(b"x", "bob", START + timedelta(hours=1), issued_at=START)
+    prefix, _, issued, expiry, signature = token.split(".")
+    altered = ".".join([prefix, bob_token.split(".")[1], issued, expiry, signature])
     assert_problem(ann.call("GET", "/v1/members/bob", altered), 401)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,56 @@ def test_keys_create_refuses_an_unknown_role(
     with pytest.raises(SystemExit) as exit_:
         main(["keys", "create", "--role", "member"])
     assert exit_.value.code == 2
+
+
+def test_keys_list_shows_every_key_and_never_a_secret(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--role", "admin", "--name", "owner"]) == 0
+    assert main(["keys", "create", "--role", "auditor", "--expires-in-days", "30"]) == 0
+    until = "2099-01-01T09:00:00+09:00"
+    assert main(["keys", "create", "--role", "storefront", "--expires-at", until]) == 0
+    secrets = [line for line in capsys.readouterr().out.splitlines() if line.startswith("dfk_")]
+    assert main(["keys", "list"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    columns = ["id", "name", "role", "state", "created", "last used", "expires", "revoked"]
+    assert re.split(r"\s{2,}", header) == columns
+    assert [row.split()[1:4] for row in rows] == [
+        ["owner", "admin", "active"],
+        ["auditor", "auditor", "active"],
+        ["storefront", "storefront", "active"],
+    ]
+    assert "2099-01-01 00:00:00Z" in rows[2]
+    assert all(secret not in "\n".join(rows) for secret in secrets)
+    assert all(re.match(r"^key_[0-9a-f]{12} ", row) for row in rows)
+
+
+def test_keys_revoke_and_rotate_say_what_they_did_and_refuse_unknown_ids(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["keys", "create", "--role", "admin"])
+    main(["keys", "create", "--role", "storefront", "--name", "web shop"])
+    capsys.readouterr()
+    store = KeyStore(Settings.from_environ({"DAIFUKU_DATABASE_URL": environment}).database)
+    try:
+        admin, storefront = store.page()
+        assert main(["keys", "revoke", storefront.key_id]) == 0
+        assert f"Revoked storefront key 'web shop' ({storefront.key_id})" in capsys.readouterr().out
+        assert main(["keys", "revoke", "key_0123456789ab"]) == 1
+        assert "key_0123456789ab" in capsys.readouterr().err
+        assert main(["keys", "revoke", admin.key_id]) == 1
+        assert "lock itself out" in capsys.readouterr().err
+        assert main(["keys", "rotate", admin.key_id]) == 0
+        printed = capsys.readouterr().out.strip().splitlines()
+        assert f"{admin.key_id} is revoked" in printed[0] and "shown once" in printed[0]
+        secret = printed[-1]
+        assert store.role_of(secret) == ("admin", "admin")
+        assert store.get(admin.key_id).revoked_at is not None
+        assert main(["keys", "rotate", admin.key_id]) == 1
+        assert "revoked" in capsys.readouterr().err
+        assert main(["keys", "rotate", "key_0123456789ab"]) == 1
+    finally:
+        store.close()
 
 
 def test_scheduler_once_records_what_is_due(

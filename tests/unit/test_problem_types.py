@@ -70,6 +70,8 @@ API_CONTRACT = {
     "invalid-input": (422, "Invalid input"),
     "server-busy": (503, "Server busy"),
     "database-unavailable": (503, "Database unavailable"),
+    "unknown-key": (404, "Unknown key"),
+    "last-admin-key": (409, "Last admin key"),
 }
 
 
