@@ -211,7 +211,14 @@ class TokenRevocationRequest(StrictBody):
 
 
 class KeyRequest(StrictBody):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_KEY_NAME))
+    name = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=1, max=MAX_KEY_NAME),
+            validate.Regexp(r"(?s).*\S", error="must not be blank"),
+        ],
+        metadata={"description": f"who the key is for: 1-{MAX_KEY_NAME} characters, not blank"},
+    )
     role = fields.String(required=True, validate=validate.OneOf(KEY_ROLES))
     expires_at = Instant(
         allow_none=True,

@@ -77,6 +77,8 @@ INVALID_KEY_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"role": "auditor"}, "name"),
     ({"name": "x", "role": "member"}, "role"),
     ({"name": "", "role": "auditor"}, "name"),
+    ({"name": " ", "role": "auditor"}, "name"),  # found by the fuzzer: was a 500
+    ({"name": "\n\t", "role": "auditor"}, "name"),
     ({"name": "x" * 101, "role": "auditor"}, "name"),
     ({"name": "x", "role": "auditor", "expires_at": "2026-11-23T09:00:00+00:00"}, "expires_at"),
     ({"name": "x", "role": "auditor", "expires_at": "2027-01-01T00:00:00"}, "expires_at"),
