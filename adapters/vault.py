@@ -91,7 +91,8 @@ class TableDataKeys:
     def __init__(self, database: Database) -> None:
         self._db: Connection = connect(database, name="daifuku-vault")
         self._db.create_tables(SCHEMA_STATEMENTS)
-        if database.kind == "sqlite":
+        self._sqlite = database.kind == "sqlite"
+        if self._sqlite:
             # A deleted data key is overwritten, not left in the file's free pages.
             self._db.run("PRAGMA secure_delete = ON")
 
@@ -103,18 +104,25 @@ class TableDataKeys:
         self._db.run(INSERT_KEY, (member_id, wrapped, datetime.now(UTC).isoformat()))
 
     def delete(self, member_id: str) -> bool:
-        return bool(self._db.run(DELETE_KEY, (member_id,)))
+        deleted = bool(self._db.run(DELETE_KEY, (member_id,)))
+        if deleted and self._sqlite:
+            # The write-ahead log still holds the page with the key: move it into the file
+            # (where secure_delete has zeroed it) and empty the log. Best effort: a busy
+            # reader leaves it to SQLite's next checkpoint.
+            self._db.run("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
 
-    def secret(self, name: str, make: str) -> str:
-        """The secret kept under ``name``, set to ``make`` if there was none."""
-        self._db.run(INSERT_SECRET, (name, make))
+    def secret(self, name: str, default: str) -> str:
+        """The secret kept under ``name``, set to ``default`` if there was none."""
+        self._db.run(INSERT_SECRET, (name, default))
         return str(self._db.run(SELECT_SECRET, (name,))[0][0])
 
-    def flag(self, name: str) -> bool:
-        return bool(self._db.run(SELECT_SECRET, (f"flag:{name}",)))
+    def stored(self, name: str) -> str | None:
+        rows = self._db.run(SELECT_SECRET, (name,))
+        return str(rows[0][0]) if rows else None
 
-    def run(self, statement: str, params: tuple[object, ...]) -> None:
-        self._db.run(statement, params)
+    def flag(self, name: str) -> bool:
+        return self.stored(f"flag:{name}") is not None
 
     def close(self) -> None:
         self._db.close()
@@ -142,8 +150,13 @@ class Vault:
         keys = TableDataKeys(database)
         try:
             if master_key is None:
-                stored = keys.secret(MASTER_KEY_NAME, _b64(os.urandom(32)))
-                master_key = _unb64(stored)
+                kept = keys.stored(MASTER_KEY_NAME)
+                if kept is None and keys.stored(MASTER_CHECK_NAME) is not None:
+                    raise ConfigurationError(
+                        "DAIFUKU_MASTER_KEY is not set, and this database's personal data was "
+                        "sealed with a master key it does not keep; set that key"
+                    )
+                master_key = _unb64(kept or keys.secret(MASTER_KEY_NAME, _b64(os.urandom(32))))
             check = _b64(hmac.new(master_key, b"daifuku master key", hashlib.sha256).digest())
             if keys.secret(MASTER_CHECK_NAME, check) != check:
                 raise ConfigurationError(
@@ -155,20 +168,24 @@ class Vault:
             keys.close()
             raise
 
-    def seal(self, member_id: str, text: str) -> str:
+    def seal(self, member_id: str, field: str, text: str) -> str:
+        """AES-GCM with a fresh 96-bit nonce; the member and the field are bound in, so a
+        sealed value opens only as what it was sealed as."""
         key = self._data_key(member_id, create=True)
         assert key is not None
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(key).encrypt(nonce, text.encode(), member_id.encode())
+        sealed = AESGCM(key).encrypt(nonce, text.encode(), _seal_aad(member_id, field))
         return SEALED_PREFIX + _b64(nonce + sealed)
 
-    def open(self, member_id: str, sealed: str) -> str | None:
+    def open(self, member_id: str, field: str, sealed: str) -> str | None:
         key = self._data_key(member_id, create=False)
         if key is None:
             return None
         raw = _unb64(sealed.removeprefix(SEALED_PREFIX))
         return (
-            AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], member_id.encode()).decode()
+            AESGCM(key)
+            .decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _seal_aad(member_id, field))
+            .decode()
         )
 
     def digest(self, member_id: str, text: str) -> str | None:
@@ -182,10 +199,18 @@ class Vault:
         return self._data_key(member_id, create=False) is not None
 
     def erase(self, member_id: str) -> bool:
-        """Destroy the member's data key; False if there was none (erased before, or never)."""
+        """Destroy the member's data key; False if there was none (erased before, or never).
+
+        It returns once no process can hold the key in memory any more: the wait outlasts
+        every cached copy (``CACHE_SECONDS``), a concurrent read's in this process included."""
+        deleted = self._keys.delete(member_id)
         with self._lock:
             self._cache.pop(member_id, None)
-        return self._keys.delete(member_id)
+        if deleted:
+            time.sleep(CACHE_SECONDS)
+            with self._lock:
+                self._cache.pop(member_id, None)
+        return deleted
 
     def flag(self, name: str) -> bool:
         """Whether a one-time step named ``name`` has been done in this database."""
@@ -194,11 +219,6 @@ class Vault:
     def set_flag(self, name: str) -> None:
         if isinstance(self._keys, TableDataKeys):
             self._keys.secret(f"flag:{name}", "done")
-
-    def run(self, statement: str, params: tuple[object, ...] = ()) -> None:
-        """A statement on the vault's database (the one-time clean-up of old snapshots)."""
-        if isinstance(self._keys, TableDataKeys):
-            self._keys.run(statement, params)
 
     def close(self) -> None:
         self._keys.close()
@@ -235,6 +255,10 @@ class Vault:
 def new_master_key() -> str:
     """A fresh master key as ``DAIFUKU_MASTER_KEY`` takes it."""
     return _b64(os.urandom(32))
+
+
+def _seal_aad(member_id: str, field: str) -> bytes:
+    return f"daifuku {field} of:{member_id}".encode()
 
 
 def _wrap_aad(member_id: str) -> bytes:

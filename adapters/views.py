@@ -32,7 +32,8 @@ PURCHASES = "purchase_view"
 TRACKING_TABLE = f"{VIEW_NAME}_tracking"  # what the library's PostgreSQL factory names it
 MIGRATION = "__migration__"  # the library's marker row in a single-row tracking table
 # A column the current shape has and every earlier one lacked: without it the views are rebuilt.
-SHAPE_MARKER = "value"
+# (``personal_data``: since the status rows hold the email and name sealed, not in plain text.)
+SHAPE_MARKER = "personal_data"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class MemberStatusRow:
     valid_until: datetime | None = None
     referrals: list[dict[str, Any]] = field(default_factory=list)
     value: dict[str, Any] = field(default_factory=dict)  # the member's customer-value facts
+
+    @property
+    def personal_data(self) -> str:
+        """ "held" or "erased": the email and name themselves are in ``status``, sealed."""
+        return str(self.status["personal"]["state"])
 
     def holds_at(self, moment: datetime, program_version: int) -> bool:
         """Whether the stored status is the member's status at ``moment`` under that program
@@ -124,7 +130,7 @@ class MemberStatusView(TrackingRecorder, ABC):
 
 MEMBER_COLUMNS = (
     "member_id, status, version, updated_at, applied, program_version, valid_until, referrals, "
-    "value"
+    "value, personal_data"
 )
 
 
@@ -161,7 +167,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             f"CREATE TABLE IF NOT EXISTS {VIEW_NAME} (member_id TEXT PRIMARY KEY, "
             "status TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL, "
             "applied INTEGER NOT NULL, program_version INTEGER NOT NULL, valid_until TEXT, "
-            "referrals TEXT NOT NULL, value TEXT NOT NULL)",
+            "referrals TEXT NOT NULL, value TEXT NOT NULL, personal_data TEXT NOT NULL)",
             f"CREATE TABLE IF NOT EXISTS {PURCHASES} (order_id TEXT PRIMARY KEY, "
             "member_id TEXT NOT NULL, purchase TEXT NOT NULL)",
         ]
@@ -175,13 +181,13 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
         with self.datastore.transaction(commit=True) as c:
             self._insert_tracking(c, tracking)
             c.executemany(
-                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
                 "version = excluded.version, updated_at = excluded.updated_at, "
                 f"applied = {VIEW_NAME}.applied + excluded.applied, "
                 "program_version = excluded.program_version, "
                 "valid_until = excluded.valid_until, referrals = excluded.referrals, "
-                "value = excluded.value",
+                "value = excluded.value, personal_data = excluded.personal_data",
                 [
                     (
                         row.member_id,
@@ -193,6 +199,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                         None if row.valid_until is None else row.valid_until.isoformat(),
                         dumps(row.referrals),
                         dumps(row.value),
+                        row.personal_data,
                     )
                     for row in members
                 ],
@@ -292,7 +299,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                     "status jsonb NOT NULL, version bigint NOT NULL, "
                     "updated_at timestamptz NOT NULL, applied bigint NOT NULL, "
                     "program_version bigint NOT NULL, valid_until timestamptz, "
-                    "referrals jsonb NOT NULL, value jsonb NOT NULL)"
+                    "referrals jsonb NOT NULL, value jsonb NOT NULL, personal_data text NOT NULL)"
                 ).format(self.table),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (order_id text PRIMARY KEY, "
@@ -304,15 +311,15 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         # json.dumps), taken apart by the server.
         self.upsert_statement = SQL(
             "INSERT INTO {0} (" + MEMBER_COLUMNS + ") "
-            "SELECT m, s, v, u, a, p, t, r, f FROM jsonb_to_recordset(%s::jsonb) AS "
+            "SELECT m, s, v, u, a, p, t, r, f, d FROM jsonb_to_recordset(%s::jsonb) AS "
             "x(m text, s jsonb, v bigint, u timestamptz, a bigint, p bigint, t timestamptz, "
-            "r jsonb, f jsonb) "
+            "r jsonb, f jsonb, d text) "
             "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
             "version = excluded.version, updated_at = excluded.updated_at, "
             "applied = {0}.applied + excluded.applied, "
             "program_version = excluded.program_version, "
             "valid_until = excluded.valid_until, referrals = excluded.referrals, "
-            "value = excluded.value"
+            "value = excluded.value, personal_data = excluded.personal_data"
         ).format(self.table)
         self.purchase_statement = SQL(
             "INSERT INTO {0} (order_id, member_id, purchase) "
@@ -355,6 +362,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                         "t": row.valid_until,
                         "r": row.referrals,
                         "f": row.value,
+                        "d": row.personal_data,
                     }
                     for row in members
                 ]

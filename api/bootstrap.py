@@ -9,8 +9,9 @@ import psycopg
 from eventsourcing.persistence import PersistenceError
 from flask import Flask
 
+from adapters import upgrade
 from adapters.keys import KeyStore
-from adapters.settings import Database, Settings
+from adapters.settings import Settings
 from adapters.vault import Vault
 from adapters.views import open_member_status_view
 from api.app import create_app
@@ -18,6 +19,7 @@ from api.context import EXTENSION, Backend
 from domain.actors import Actor, Cause
 from domain.clock import Clock, SystemClock
 from domain.ledger import Ledger
+from domain.members import member_uuid
 from domain.snapshots import SNAPSHOT_TOPIC
 
 STARTUP_ATTEMPTS = 5
@@ -52,7 +54,7 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
             time.sleep(0.1 * (attempt + 1))
     try:
         assert vault is not None
-        seal_legacy_personal_data(ledger, vault, settings.database)
+        seal_legacy_personal_data(ledger, vault)
     except BaseException:
         ledger.close()
         raise
@@ -72,18 +74,18 @@ def bootstrap(settings: Settings, clock: Clock | None = None) -> tuple[Ledger, K
     return ledger, keys, secret
 
 
-def seal_legacy_personal_data(ledger: Ledger, vault: Vault, database: Database) -> int:
-    """Once per database: seal the email and name of members an older version enrolled in plain
-    text, and delete the snapshots that held them (snapshots are caches, not the ledger). The
-    plain values stay in those members' first stored events: see README, Personal data.
-    Every snapshot of an older shape goes (they held the email and name in plain text)."""
+def seal_legacy_personal_data(ledger: Ledger, vault: Vault) -> int:
+    """Once per database: seal the email and name of the members an older version enrolled in
+    plain text, then remove the plain copies from their first events and every snapshot of an
+    older shape (adapters/upgrade.py); how many members were found."""
     if vault.flag(LEGACY_SEALED_FLAG):
         return 0
-    sealed = ledger.seal_legacy_personal_data(LEGACY_SEALING)
-    table = "stored_snapshots" if database.kind == "sqlite" else f"{ledger.name.lower()}_snapshots"
-    vault.run(f"DELETE FROM {table} WHERE topic <> ?", (SNAPSHOT_TOPIC,))
+    found = ledger.seal_legacy_personal_data(LEGACY_SEALING)
+    for member_id in found:
+        upgrade.redact_plain_fields(ledger, member_uuid(member_id))
+    upgrade.delete_old_snapshots(ledger, SNAPSHOT_TOPIC)
     vault.set_flag(LEGACY_SEALED_FLAG)
-    return sealed
+    return len(found)
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Ledger, KeyStore]:

@@ -78,11 +78,11 @@ def opened(body: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     state = held["state"]
     if state == "held" and held["email"] is not None:
         member_id = body["member_id"]
-        email = sealer.open(member_id, held["email"])
+        email = sealer.open(member_id, "email", held["email"])
         if email is None:  # the key is destroyed; the erasure event is on its way to the views
             state = "erased"
         elif held["name"] is not None:
-            name = sealer.open(member_id, held["name"])
+            name = sealer.open(member_id, "name", held["name"])
     answer["email"], answer["name"], answer["personal_data"] = email, name, state
     return answer
 

@@ -215,7 +215,7 @@ class Ledger(Application[UUID]):
             )
             changed: list[Aggregate] = [
                 member,
-                Ownership.record("referral-code", member.referral_code, member_id, now),
+                Ownership.record("referral-code", member.referral_code, member_id, now, caused),
             ]
             if referrer is not None and code is not None:
                 referrals.register(referrer, member, code, terms, now, caused)
@@ -242,9 +242,15 @@ class Ledger(Application[UUID]):
         erased member's data matches nothing)."""
         referred = existing.referral.code if existing.referral else None
         held = self.personal_data(existing)
+        if held.erased:
+            raise Conflict(
+                f"member {existing.member_id!r} was erased: with its personal data gone, its id "
+                "cannot be enrolled again",
+                "member_id",
+            )
         for field, same in (
-            ("email", not held.erased and held.email == email),
-            ("name", not held.erased and held.name == name),
+            ("email", held.email == email),
+            ("name", held.name == name),
             ("referral_code", code is None or code == referred),
         ):
             if not same:
@@ -265,10 +271,14 @@ class Ledger(Application[UUID]):
             return OpenedPersonalData(held.legacy_email, held.legacy_name, erased=False)
         if held.sealed_email is None:
             return OpenedPersonalData(None, None, erased=True)
-        email = self.sealer.open(member_id, held.sealed_email)
+        email = self.sealer.open(member_id, "email", held.sealed_email)
         if email is None:  # the key is gone: erased, and the event is on its way
             return OpenedPersonalData(None, None, erased=True)
-        name = None if held.sealed_name is None else self.sealer.open(member_id, held.sealed_name)
+        name = (
+            None
+            if held.sealed_name is None
+            else self.sealer.open(member_id, "name", held.sealed_name)
+        )
         return OpenedPersonalData(email, name, erased=False)
 
     def erase_personal_data(self, member_id: str, cause: Cause | str) -> Written[Erasure]:
@@ -296,20 +306,21 @@ class Ledger(Application[UUID]):
                 return Erasure(member_id, event.erased, event.timestamp, event.actor)
         raise UnknownMember(member_id)
 
-    def seal_legacy_personal_data(self, cause: Cause | str) -> int:
-        """Seal the email and name of every member an older version enrolled in plain text;
-        how many were sealed. Run at start-up; a second run finds nothing to do."""
+    def seal_legacy_personal_data(self, cause: Cause | str) -> list[str]:
+        """Seal the email and name of every member an older version enrolled in plain text (a
+        run after a crash finds them sealed already); the members whose first event still
+        holds them, for the caller to remove them there."""
         caused = Cause.of(cause)
         terms = self.terms()
-        sealed = 0
-        for member_id in eventlog.legacy_enrolments(self):
+        found = list(eventlog.legacy_enrolments(self))
+        for member_id in found:
 
             def command(member: Member, now: datetime, partner: Member | None) -> tuple[bool, bool]:
                 done = member.seal_legacy(self.sealer, now, terms, caused)
                 return done, done
 
-            sealed += int(self.writes.change(member_id, command).value)
-        return sealed
+            self.writes.change(member_id, command)
+        return found
 
     def _free_code(self, member_id: str) -> str:
         """The member's own referral code: derived from its id, or the next if that is taken."""

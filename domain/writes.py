@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from domain.actors import Actor, Cause
 from domain.clock import Clock
 from domain.errors import Conflict, DomainError, UnknownMember
 from domain.members import Member, Ownership, member_uuid
@@ -197,7 +198,12 @@ class MemberWrites:
                 head = self.app.recorder.max_notification_id() or 0
                 return Written(result, created, head)
             if created and new_owner is not None:
-                changed.append(Ownership.record(*new_owner, member.member_id, self.clock.now()))
+                # The key is taken by the change just decided: its cause and actor are the key's.
+                last: Any = member.pending_events[-1]
+                cause = Cause(last.cause, Actor(**last.actor))
+                changed.append(
+                    Ownership.record(*new_owner, member.member_id, self.clock.now(), cause)
+                )
             return Written(result, created, self.save(*changed))
         except IntegrityError:
             self.evict(*uids)

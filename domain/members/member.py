@@ -105,8 +105,9 @@ class Member(Aggregate):
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["legacy_email"] = state.pop("email")
-            state["legacy_name"] = state.pop("name")
+            # Absent once the upgrade has sealed them and removed them from the stored row.
+            state["legacy_email"] = state.pop("email", None)
+            state["legacy_name"] = state.pop("name", None)
             state["sealed_email"] = state["sealed_name"] = state["email_digest"] = None
 
     # The events of each concept live with it; the aggregate names them all.
@@ -220,8 +221,8 @@ class Member(Aggregate):
             cls.Enrolled,
             id=member_uuid(member_id),
             member_id=member_id,
-            sealed_email=sealer.seal(member_id, email),
-            sealed_name=None if name is None else sealer.seal(member_id, name),
+            sealed_email=sealer.seal(member_id, "email", email),
+            sealed_name=None if name is None else sealer.seal(member_id, "name", name),
             email_digest=sealer.digest(member_id, personal.normalise_email(email)),
             referral_code=referral_code or referral_code_for(member_id),
             at=at,
@@ -244,10 +245,10 @@ class Member(Aggregate):
             terms,
             at,
             cause,
-            sealed_email=sealer.seal(self.member_id, held.legacy_email),
+            sealed_email=sealer.seal(self.member_id, "email", held.legacy_email),
             sealed_name=None
             if held.legacy_name is None
-            else sealer.seal(self.member_id, held.legacy_name),
+            else sealer.seal(self.member_id, "name", held.legacy_name),
             email_digest=sealer.digest(self.member_id, personal.normalise_email(held.legacy_email)),
         )
         return True

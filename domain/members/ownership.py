@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from datetime import datetime
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.actors import Cause
 from domain.program import NAMESPACE
 
 
@@ -25,8 +27,19 @@ class Ownership(Aggregate):
         kind: str
         key: str
         member_id: str
+        # The cause and actor of the member's change that took the key (none when stored
+        # before they were recorded).
+        cause: str | None = field(default=None, kw_only=True)
+        actor: dict[str, str] | None = field(default=None, kw_only=True)
 
-    def __init__(self, kind: str, key: str, member_id: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        key: str,
+        member_id: str,
+        cause: str | None = None,
+        actor: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.key = key
         self.member_id = member_id
@@ -36,12 +49,14 @@ class Ownership(Aggregate):
         return uuid5(NAMESPACE, f"{kind}:{key}")
 
     @classmethod
-    def record(cls, kind: str, key: str, member_id: str, at: datetime) -> Ownership:
+    def record(cls, kind: str, key: str, member_id: str, at: datetime, cause: Cause) -> Ownership:
         return cls._create(
             cls.Recorded,
             id=cls.key_id(kind, key),
             kind=kind,
             key=key,
             member_id=member_id,
+            cause=cause.id,
+            actor=cause.actor.to_dict(),
             timestamp=at,
         )

@@ -24,11 +24,11 @@ FIELDS = ("email", "name")
 
 
 class Sealer(Protocol):
-    def seal(self, member_id: str, text: str) -> str:
-        """``text`` sealed under the member's data key (created on first use)."""
+    def seal(self, member_id: str, field: str, text: str) -> str:
+        """``text``, the member's ``field``, sealed under its data key (created on first use)."""
         ...
 
-    def open(self, member_id: str, sealed: str) -> str | None:
+    def open(self, member_id: str, field: str, sealed: str) -> str | None:
         """The plain text, or None once the member's data key is destroyed."""
         ...
 
@@ -44,10 +44,10 @@ class Sealer(Protocol):
 class NoSealer:
     """The sealer of a ledger that only reads: it opens nothing and seals nothing."""
 
-    def seal(self, member_id: str, text: str) -> str:
+    def seal(self, member_id: str, field: str, text: str) -> str:
         raise RuntimeError("this ledger has no personal-data vault: it cannot enrol members")
 
-    def open(self, member_id: str, sealed: str) -> str | None:
+    def open(self, member_id: str, field: str, sealed: str) -> str | None:
         raise RuntimeError("this ledger has no personal-data vault: it cannot open personal data")
 
     def digest(self, member_id: str, text: str) -> str | None:

@@ -66,9 +66,10 @@ def test_an_erasure_answers_the_same_receipt_twice_and_every_read_shows_nothing(
     # The same email enrols a new member as anyone new.
     body = {"member_id": "ann-2", "email": "ann@example.com", "name": "Ann"}
     assert server.call("POST", "/v1/members", "storefront", body).status_code == 201
-    # Enrolling the erased member again with its old data is a conflict: nothing matches it.
+    # Enrolling the erased member again is a conflict that says why.
     body = {"member_id": "ann", "email": "ann@example.com", "name": "Ann"}
-    assert_problem(server.call("POST", "/v1/members", "storefront", body), 409)
+    refused = assert_problem(server.call("POST", "/v1/members", "storefront", body), 409)
+    assert "was erased" in refused["detail"]
 
 
 def test_erasing_an_unknown_member_is_a_404_and_changes_nothing(server: Server) -> None:
@@ -95,6 +96,9 @@ def test_every_event_shows_who_did_it(server: Server) -> None:
     assert key["id"]
     assert actors["PointsRedeemed"] == {"kind": "member", "member_id": "ann"}
     assert actors["PointsBecameAvailable"]["kind"] in {"scheduler", "member"}
+    assert [item for item in log if item["actor"] is None] == [], "every event has its actor"
+    ownership = [item for item in log if item["aggregate"] == "Ownership"]
+    assert {item["actor"]["kind"] for item in ownership} == {"key", "member"}
     history = server.call("GET", "/v1/members/ann/events", "auditor").json["items"]
     assert all(item["actor"] is not None for item in history)
     program = [item for item in log if item["type"] == "Published"]
@@ -129,3 +133,18 @@ def test_another_master_key_than_the_one_the_data_was_sealed_with_is_refused(
     )
     with pytest.raises(ConfigurationError, match="not the master key"):
         bootstrap(other)
+
+
+def test_a_database_sealed_with_a_given_master_key_does_not_start_without_it(
+    database_url: str,
+) -> None:
+    given = {"DAIFUKU_DATABASE_URL": database_url, "DAIFUKU_MASTER_KEY": new_master_key()}
+    ledger, keys, _ = bootstrap(Settings.from_environ(given))
+    ledger.close()
+    keys.close()
+    unset = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
+    with pytest.raises(ConfigurationError, match="DAIFUKU_MASTER_KEY is not set"):
+        bootstrap(unset)
+    ledger, keys, _ = bootstrap(Settings.from_environ(given))  # the right key still starts
+    ledger.close()
+    keys.close()

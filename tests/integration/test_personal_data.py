@@ -89,7 +89,7 @@ def test_an_erasure_leaves_no_way_back_to_the_email_and_name(
     project(ledger, view)
     before = export(ledger)
     sealed = sealed_email(ledger, "ann")
-    assert ledger.sealer.open("ann", sealed) == "ann.zephyrine@example.com"
+    assert ledger.sealer.open("ann", "email", sealed) == "ann.zephyrine@example.com"
 
     receipt = ledger.erase_personal_data("ann", "erase")
     assert receipt.created and receipt.value.erased == ["email", "name"]
@@ -99,8 +99,11 @@ def test_an_erasure_leaves_no_way_back_to_the_email_and_name(
     # The master key opens nothing: a vault opened afresh on the database has no key for ann.
     fresh = Vault.open_database(Database.from_url(url), None)
     try:
-        assert fresh.open("ann", sealed) is None
-        assert fresh.open("bob", sealed_email(ledger, "bob")) == "bob.quillfeather@example.org"
+        assert fresh.open("ann", "email", sealed) is None
+        assert (
+            fresh.open("bob", "email", sealed_email(ledger, "bob"))
+            == "bob.quillfeather@example.org"
+        )
     finally:
         fresh.close()
     status = answers(ledger).member_status("ann")

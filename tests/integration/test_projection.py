@@ -27,6 +27,8 @@ from tests.answers import answers
 
 from .ledgers import START, open_ledger
 
+SEALED = {"email": None, "name": None, "state": "held"}
+
 MEMBERS = ["ann", "bob", "cat", "dan"]
 
 
@@ -159,13 +161,15 @@ def test_an_event_already_tracked_is_refused_and_changes_nothing(
     before = rows(view)
     tracking = Tracking(ledger.name, 3)
     with pytest.raises(IntegrityError):
-        view.write_batch([MemberStatusRow("ann", {"forged": True}, 99, START)], [], tracking)
+        view.write_batch(
+            [MemberStatusRow("ann", {"forged": True, "personal": SEALED}, 99, START)], [], tracking
+        )
     assert rows(view) == before
 
     # A row that fails to write takes its tracking position down with it.
     head = view.max_tracking_id(ledger.name) or 0
     with pytest.raises(TypeError):
-        unwritable = MemberStatusRow("ann", {"unwritable": object()}, 99, START)
+        unwritable = MemberStatusRow("ann", {"unwritable": object(), "personal": SEALED}, 99, START)
         view.write_batch([unwritable], [], Tracking(ledger.name, head + 1))
     assert view.max_tracking_id(ledger.name) == head
     assert rows(view) == before

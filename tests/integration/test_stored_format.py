@@ -20,7 +20,7 @@ def test_events_are_stored_as_zlib_compressed_json(database_url: str) -> None:
         assert len(enrolled) == 1
         state = json.loads(zlib.decompress(enrolled[0].state))
         assert state["member_id"] == "ann" and "ann@example.com" not in json.dumps(state)
-        assert ledger.sealer.open("ann", state["sealed_email"]) == "ann@example.com"
+        assert ledger.sealer.open("ann", "email", state["sealed_email"]) == "ann@example.com"
     finally:
         ledger.close()
         keys.close()
