@@ -117,6 +117,10 @@ class TableDataKeys:
         self._db.run(INSERT_SECRET, (name, default))
         return str(self._db.run(SELECT_SECRET, (name,))[0][0])
 
+    def store_together(self, secrets: dict[str, str]) -> None:
+        """Keep each secret that is not kept yet, all in one transaction."""
+        self._db.run_together([(INSERT_SECRET, (name, value)) for name, value in secrets.items()])
+
     def stored(self, name: str) -> str | None:
         rows = self._db.run(SELECT_SECRET, (name,))
         return str(rows[0][0]) if rows else None
@@ -150,15 +154,8 @@ class Vault:
         keys = TableDataKeys(database)
         try:
             if master_key is None:
-                kept = keys.stored(MASTER_KEY_NAME)
-                if kept is None and keys.stored(MASTER_CHECK_NAME) is not None:
-                    raise ConfigurationError(
-                        "DAIFUKU_MASTER_KEY is not set, and this database's personal data was "
-                        "sealed with a master key it does not keep; set that key"
-                    )
-                master_key = _unb64(kept or keys.secret(MASTER_KEY_NAME, _b64(os.urandom(32))))
-            check = _b64(hmac.new(master_key, b"daifuku master key", hashlib.sha256).digest())
-            if keys.secret(MASTER_CHECK_NAME, check) != check:
+                master_key = _kept_master_key(keys)
+            if keys.secret(MASTER_CHECK_NAME, _check(master_key)) != _check(master_key):
                 raise ConfigurationError(
                     "DAIFUKU_MASTER_KEY is not the master key this database's personal data "
                     "was sealed with; set the key it was started with"
@@ -250,6 +247,30 @@ class Vault:
     def _unwrap(self, member_id: str, wrapped: str) -> bytes:
         raw = _unb64(wrapped)
         return self._master.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _wrap_aad(member_id))
+
+
+def _kept_master_key(keys: TableDataKeys) -> bytes:
+    """The master key kept in the database, generated (with its check, in one transaction) on
+    the first start; a database whose data was sealed with a given key keeps none."""
+    # The check first: the two are written together, so a check without a kept key was made
+    # by a start with a given key (not by a start racing this one).
+    checked = keys.stored(MASTER_CHECK_NAME) is not None
+    kept = keys.stored(MASTER_KEY_NAME)
+    if kept is not None:
+        return _unb64(kept)
+    if checked:
+        raise ConfigurationError(
+            "DAIFUKU_MASTER_KEY is not set, and this database's personal data was sealed with "
+            "a master key it does not keep; set that key"
+        )
+    made = os.urandom(32)
+    keys.store_together({MASTER_KEY_NAME: _b64(made), MASTER_CHECK_NAME: _check(made)})
+    return _unb64(keys.secret(MASTER_KEY_NAME, _b64(made)))  # another start's, if it won
+
+
+def _check(master_key: bytes) -> str:
+    """What tells the master key apart without revealing it."""
+    return _b64(hmac.new(master_key, b"daifuku master key", hashlib.sha256).digest())
 
 
 def new_master_key() -> str:
