@@ -6,8 +6,11 @@ wrapped with AES-GCM by the master key (``DAIFUKU_MASTER_KEY``, or one generated
 and kept in ``daifuku_secrets``). Erasing a member deletes its data key: the sealed values the
 ledger keeps can then be opened by nobody, master key or not.
 
-Unwrapped data keys are kept in memory for at most ``CACHE_SECONDS``, so an erasure in one
-process is seen by every other within that time; plain values are never cached.
+Unwrapped data keys are kept in memory (never the plain values), so that a read opens a
+member's data without a query. Every erasure bumps a generation counter in the database in the
+same transaction as the deletion; each process looks at the counter at most every
+``POLL_SECONDS`` and forgets every key it holds when the counter has moved, and an erasure
+returns only after ``ERASE_WAIT_SECONDS``, by when every process has looked.
 """
 
 from __future__ import annotations
@@ -30,15 +33,21 @@ from adapters.sidetables import Connection, connect
 SEALED_PREFIX = "pd1:"
 MASTER_KEY_NAME = "personal-data-master-key"
 MASTER_CHECK_NAME = "personal-data-master-key-check"
-CACHE_SECONDS = 1.0
-CACHE_SIZE = 10_000
+POLL_SECONDS = 0.5
+ERASE_WAIT_SECONDS = 2 * POLL_SECONDS
+CACHE_SIZE = 100_000  # 32-byte keys: a few MB
 NONCE_BYTES = 12
 
 SCHEMA_STATEMENTS = (
     "CREATE TABLE IF NOT EXISTS daifuku_data_keys ("
     " member_id text PRIMARY KEY, wrapped text NOT NULL, created_at text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS daifuku_secrets (name text PRIMARY KEY, value text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS daifuku_erasures ("
+    " singleton integer PRIMARY KEY, generation bigint NOT NULL)",
+    "INSERT INTO daifuku_erasures (singleton, generation) VALUES (1, 0) ON CONFLICT DO NOTHING",
 )
+SELECT_GENERATION = "SELECT generation FROM daifuku_erasures WHERE singleton = 1"
+BUMP_GENERATION = "UPDATE daifuku_erasures SET generation = generation + 1 WHERE singleton = 1"
 SELECT_KEY = "SELECT wrapped FROM daifuku_data_keys WHERE member_id = ?"
 INSERT_KEY = (
     "INSERT INTO daifuku_data_keys (member_id, wrapped, created_at) VALUES (?, ?, ?)"
@@ -58,7 +67,13 @@ class DataKeys(Protocol):
         """Keep ``wrapped`` unless the member has a key already."""
         ...
 
-    def delete(self, member_id: str) -> bool: ...
+    def delete(self, member_id: str) -> bool:
+        """Delete the member's key and move the erasure generation on, together."""
+        ...
+
+    def generation(self) -> int:
+        """How many erasures there have been (any change means: forget cached keys)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -68,6 +83,7 @@ class MemoryDataKeys:
 
     def __init__(self) -> None:
         self.wrapped: dict[str, str] = {}
+        self.erasures = 0
         self._lock = threading.Lock()
 
     def get(self, member_id: str) -> str | None:
@@ -79,7 +95,12 @@ class MemoryDataKeys:
 
     def delete(self, member_id: str) -> bool:
         with self._lock:
-            return self.wrapped.pop(member_id, None) is not None
+            deleted = self.wrapped.pop(member_id, None) is not None
+            self.erasures += deleted
+            return deleted
+
+    def generation(self) -> int:
+        return self.erasures
 
     def close(self) -> None:
         pass
@@ -104,13 +125,18 @@ class TableDataKeys:
         self._db.run(INSERT_KEY, (member_id, wrapped, datetime.now(UTC).isoformat()))
 
     def delete(self, member_id: str) -> bool:
-        deleted = bool(self._db.run(DELETE_KEY, (member_id,)))
+        deleted = bool(
+            self._db.run_together([(DELETE_KEY, (member_id,)), (BUMP_GENERATION, ())])[0]
+        )
         if deleted and self._sqlite:
             # The write-ahead log still holds the page with the key: move it into the file
             # (where secure_delete has zeroed it) and empty the log. Best effort: a busy
             # reader leaves it to SQLite's next checkpoint.
             self._db.run("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
+
+    def generation(self) -> int:
+        return int(self._db.run(SELECT_GENERATION)[0][0])
 
     def secret(self, name: str, default: str) -> str:
         """The secret kept under ``name``, set to ``default`` if there was none."""
@@ -140,8 +166,10 @@ class Vault:
             raise ConfigurationError("the master key must be 32 bytes")
         self._keys = keys
         self._master = AESGCM(master_key)
-        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = keys.generation()
+        self._polled = time.monotonic()
 
     @classmethod
     def in_memory(cls) -> Vault:
@@ -198,15 +226,13 @@ class Vault:
     def erase(self, member_id: str) -> bool:
         """Destroy the member's data key; False if there was none (erased before, or never).
 
-        It returns once no process can hold the key in memory any more: the wait outlasts
-        every cached copy (``CACHE_SECONDS``), a concurrent read's in this process included."""
+        It returns once no process can hold the key in memory any more: every process looks at
+        the erasure generation within ``POLL_SECONDS`` of a read, and this waits twice that."""
         deleted = self._keys.delete(member_id)
         with self._lock:
             self._cache.pop(member_id, None)
         if deleted:
-            time.sleep(CACHE_SECONDS)
-            with self._lock:
-                self._cache.pop(member_id, None)
+            time.sleep(ERASE_WAIT_SECONDS)
         return deleted
 
     def flag(self, name: str) -> bool:
@@ -221,11 +247,12 @@ class Vault:
         self._keys.close()
 
     def _data_key(self, member_id: str, create: bool) -> bytes | None:
-        now = time.monotonic()
+        generation = self._current_generation()
         with self._lock:
             hit = self._cache.get(member_id)
-            if hit is not None and now - hit[0] < CACHE_SECONDS:
-                return hit[1]
+            if hit is not None:
+                self._cache.move_to_end(member_id)
+                return hit
         wrapped = self._keys.get(member_id)
         if wrapped is None and create:
             self._keys.add(member_id, self._wrap(member_id, AESGCM.generate_key(bit_length=256)))
@@ -234,11 +261,26 @@ class Vault:
             return None
         key = self._unwrap(member_id, wrapped)
         with self._lock:
-            self._cache[member_id] = (now, key)
-            self._cache.move_to_end(member_id)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            # Kept only if no erasure was seen while it was read: it may be the erased one.
+            if self._generation == generation:
+                self._cache[member_id] = key
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return key
+
+    def _current_generation(self) -> int:
+        """The erasure generation, looked up at most every ``POLL_SECONDS``; every cached key
+        is forgotten when it has moved."""
+        now = time.monotonic()
+        if now - self._polled < POLL_SECONDS:
+            return self._generation
+        found = self._keys.generation()
+        with self._lock:
+            self._polled = now
+            if found != self._generation:
+                self._generation = found
+                self._cache.clear()
+            return self._generation
 
     def _wrap(self, member_id: str, key: bytes) -> str:
         nonce = os.urandom(NONCE_BYTES)

@@ -147,3 +147,16 @@ def test_self_referral_is_found_by_the_keyed_digest(
     # An erased referrer's digest can be checked by nobody: the same email is a stranger now.
     shop.enrol("ann-new", "ann@example.com", None, "enrol", referral_code=code)
     assert [r.referee_id for r in ledger.referrals("ann")] == ["dan", "ann-new"]
+
+
+def test_when_an_erasure_returns_no_other_process_opens_the_data(database_url: str) -> None:
+    database = Database.from_url(database_url)
+    here, there = (Vault.open_database(database, None) for _ in range(2))
+    try:
+        sealed = here.seal("ann", "email", "ann.zephyrine@example.com")
+        assert there.open("ann", "email", sealed) == "ann.zephyrine@example.com"  # cached there
+        assert here.erase("ann")
+        assert there.open("ann", "email", sealed) is None
+    finally:
+        here.close()
+        there.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cryptography.exceptions import InvalidTag
 
@@ -11,7 +13,7 @@ from adapters.vault import MemoryDataKeys, Vault
 
 @pytest.fixture(autouse=True)
 def no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vaults, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(vaults, "ERASE_WAIT_SECONDS", 0.0)
 
 
 def test_a_sealed_value_opens_only_as_the_members_own_field() -> None:
@@ -42,3 +44,24 @@ def test_data_keys_are_kept_wrapped_and_an_erasure_destroys_them() -> None:
     assert vault.open("ann", "email", sealed) is None
     assert vault.digest("ann", "ann@example.com") is None
     assert Vault(keys, master).open("ann", "email", sealed) is None
+
+
+def test_another_process_forgets_an_erased_key_at_its_next_look_at_the_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vaults, "POLL_SECONDS", 0.05)
+    keys = MemoryDataKeys()
+    here, there = Vault(keys, b"m" * 32), Vault(keys, b"m" * 32)
+    sealed = here.seal("ann", "email", "ann@example.com")
+    here.seal("bob", "email", "bob@example.com")
+    assert there.open("ann", "email", sealed) == "ann@example.com"  # now cached there
+    lookups = []
+    original = keys.get
+    monkeypatch.setattr(
+        keys, "get", lambda member_id: lookups.append(member_id) or original(member_id)
+    )
+    assert there.open("ann", "email", sealed) == "ann@example.com"
+    assert lookups == [], "a cached key opens without a lookup"
+    assert here.erase("ann")
+    time.sleep(0.06)
+    assert there.open("ann", "email", sealed) is None
