@@ -51,7 +51,7 @@ BUMP_GENERATION = "UPDATE daifuku_erasures SET generation = generation + 1 WHERE
 SELECT_KEY = "SELECT wrapped FROM daifuku_data_keys WHERE member_id = ?"
 INSERT_KEY = (
     "INSERT INTO daifuku_data_keys (member_id, wrapped, created_at) VALUES (?, ?, ?)"
-    " ON CONFLICT DO NOTHING"
+    " ON CONFLICT DO NOTHING RETURNING wrapped"
 )
 DELETE_KEY = "DELETE FROM daifuku_data_keys WHERE member_id = ? RETURNING member_id"
 INSERT_SECRET = "INSERT INTO daifuku_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
@@ -63,8 +63,8 @@ class DataKeys(Protocol):
 
     def get(self, member_id: str) -> str | None: ...
 
-    def add(self, member_id: str, wrapped: str) -> None:
-        """Keep ``wrapped`` unless the member has a key already."""
+    def add(self, member_id: str, wrapped: str) -> str:
+        """Keep ``wrapped`` unless the member has a key already; the one kept."""
         ...
 
     def delete(self, member_id: str) -> bool:
@@ -89,9 +89,9 @@ class MemoryDataKeys:
     def get(self, member_id: str) -> str | None:
         return self.wrapped.get(member_id)
 
-    def add(self, member_id: str, wrapped: str) -> None:
+    def add(self, member_id: str, wrapped: str) -> str:
         with self._lock:
-            self.wrapped.setdefault(member_id, wrapped)
+            return self.wrapped.setdefault(member_id, wrapped)
 
     def delete(self, member_id: str) -> bool:
         with self._lock:
@@ -121,8 +121,14 @@ class TableDataKeys:
         rows = self._db.run(SELECT_KEY, (member_id,))
         return str(rows[0][0]) if rows else None
 
-    def add(self, member_id: str, wrapped: str) -> None:
-        self._db.run(INSERT_KEY, (member_id, wrapped, datetime.now(UTC).isoformat()))
+    def add(self, member_id: str, wrapped: str) -> str:
+        """One round trip for a new member; a second when it had a key already."""
+        added = self._db.run(INSERT_KEY, (member_id, wrapped, datetime.now(UTC).isoformat()))
+        if added:
+            return str(added[0][0])
+        kept = self.get(member_id)
+        assert kept is not None, f"the data key of {member_id!r} was deleted while kept"
+        return kept
 
     def delete(self, member_id: str) -> bool:
         deleted = bool(
@@ -253,10 +259,11 @@ class Vault:
             if hit is not None:
                 self._cache.move_to_end(member_id)
                 return hit
-        wrapped = self._keys.get(member_id)
-        if wrapped is None and create:
-            self._keys.add(member_id, self._wrap(member_id, AESGCM.generate_key(bit_length=256)))
-            wrapped = self._keys.get(member_id)  # another process may have added one first
+        if create:  # a new member's key, or the one it has (another process may have made it)
+            made = self._wrap(member_id, AESGCM.generate_key(bit_length=256))
+            wrapped: str | None = self._keys.add(member_id, made)
+        else:
+            wrapped = self._keys.get(member_id)
         if wrapped is None:
             return None
         key = self._unwrap(member_id, wrapped)
