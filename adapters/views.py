@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
@@ -102,6 +103,13 @@ class MemberStatusView(TrackingRecorder, ABC):
 
     @abstractmethod
     def row(self, member_id: str) -> MemberStatusRow | None: ...
+
+    @abstractmethod
+    def current_row(
+        self, member_id: str, member: UUID, events_table: str
+    ) -> MemberStatusRow | None:
+        """The member's row if it has applied the member's latest event in ``events_table``
+        (read in the same statement), else None: the ledger must answer."""
 
     @abstractmethod
     def purchase(self, order_id: str) -> PurchaseRow | None: ...
@@ -219,6 +227,20 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
         found = self._one(PURCHASES, "order_id", order_id)
         return None if found is None else self._purchase(found)
 
+    def current_row(
+        self, member_id: str, member: UUID, events_table: str
+    ) -> MemberStatusRow | None:
+        with self.datastore.transaction(commit=False) as c:  # one read: row and log agree
+            c.execute(
+                f"SELECT v.*, (SELECT MAX(originator_version) FROM {events_table} "
+                f"WHERE originator_id = ?) AS latest FROM {VIEW_NAME} v WHERE v.member_id = ?",
+                (member.hex, member_id),
+            )
+            found = c.fetchone()
+        if found is None or found["latest"] != found["version"]:
+            return None
+        return self._row(found)
+
     def _one(self, table: str, key: str, value: str) -> Any:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,))
@@ -289,6 +311,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         self.tracking = SQL("{0}.{1}").format(schema, Identifier(tracking_table_name))
         select = "SELECT * FROM {0} WHERE {1} = %s"  # rendered once: psycopg converts it once
         self.select_member = SQL(select).format(self.table, Identifier("member_id")).as_bytes(None)
+        self._current_statements: dict[str, bytes] = {}
         self.select_purchase = (
             SQL(select).format(self.purchases, Identifier("order_id")).as_bytes(None)
         )
@@ -380,6 +403,27 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
     def purchase(self, order_id: str) -> PurchaseRow | None:
         found = self._one(self.select_purchase, order_id)
         return None if found is None else self._purchase(found)
+
+    def current_row(
+        self, member_id: str, member: UUID, events_table: str
+    ) -> MemberStatusRow | None:
+        statement = self._current_statements.get(events_table)
+        if statement is None:
+            statement = (
+                SQL(
+                    "SELECT v.*, (SELECT max(originator_version) FROM {0}.{1} "
+                    "WHERE originator_id = %s) AS latest FROM {2} v WHERE v.member_id = %s"
+                )
+                .format(Identifier(self.datastore.schema), Identifier(events_table), self.table)
+                .as_bytes(None)
+            )
+            self._current_statements[events_table] = statement
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (member, member_id), prepare=True)
+            found = curs.fetchone()
+        if found is None or found["latest"] != found["version"]:
+            return None
+        return self._row(found)
 
     def _one(self, statement: bytes, value: str) -> Any:
         # One statement on the pool's autocommit connection: a transaction around it would

@@ -1,11 +1,12 @@
 """Reads answered from the read models, and from the ledger whenever a view cannot answer.
 
-A view answers when its row holds at this instant: the stored status stays true until its
-``valid_until`` and under the program version it was computed with. A caller that has just
-written passes the position its write returned (``?after=``): the read waits, a bounded time,
-for the views to apply it, so a storefront always reads its own writes. If they do not get
-there in time, or hold no row, the ledger answers (it is always current). The header
-``Daifuku-Read-From`` says which one did.
+A member's row answers when it is current and holds at this instant: it has applied the
+member's latest event (compared in one statement with the member's latest version in the log,
+so a write acknowledged by any process is seen by the next read), and the stored status stays
+true until its ``valid_until`` under the program version it was computed with. Otherwise the
+ledger answers (it is always current). ``?after=`` still makes a read wait, a bounded time, for
+the views to reach a position (the global reads use it). The header ``Daifuku-Read-From`` says
+which one answered.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any
 
 from flask import g
 
-from adapters.views import MemberStatusView
+from adapters.views import MemberStatusRow, MemberStatusView
 from api import representations
 from api.context import backend
 from api.problems import invalid
 from domain import analytics, value
+from domain.members import member_uuid
 
 READ_FROM_HEADER = "Daifuku-Read-From"
 FIRST_POLL_SECONDS = 0.002
@@ -32,13 +34,21 @@ def member_status(member_id: str, after: int | None) -> dict[str, Any]:
     found = backend()
     views = _views_at(after)
     if views is not None:
-        row = views.row(member_id)
+        row = current_row(views, member_id)
         now = found.clock.now()
         if row is not None and row.holds_at(now, found.ledger.terms().version):
             _served("view")
             return opened({**row.status, "as_of": now})
     _served("ledger")
     return opened(representations.status(found.ledger.member_status(member_id)))
+
+
+def current_row(views: MemberStatusView, member_id: str) -> MemberStatusRow | None:
+    """The member's row when it has applied every event of the member recorded so far, by
+    any process (read in one statement with the member's latest version): every read of a
+    member sees every acknowledged write to it."""
+    recorder: Any = backend().ledger.recorder
+    return views.current_row(member_id, member_uuid(member_id), recorder.events_table_name)
 
 
 def opened(status: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +61,7 @@ def referrals(member_id: str, after: int | None, start: int, limit: int) -> list
     found = backend()
     views = _views_at(after)
     if views is not None:
-        row = views.row(member_id)
+        row = current_row(views, member_id)
         if row is not None and row.holds_at(found.clock.now(), found.ledger.terms().version):
             _served("view")
             return [dict(item) for item in row.referrals[start : start + limit]]
@@ -65,7 +75,9 @@ def purchase(order_id: str, after: int | None) -> dict[str, Any]:
     views = _views_at(after)
     if views is not None:
         row = views.purchase(order_id)
-        if row is not None:  # a purchase's view does not change with time, only with events
+        # A purchase's view does not change with time, only with its member's events: it is
+        # current when its member's row is (both are written in one transaction).
+        if row is not None and current_row(views, row.member_id) is not None:
             _served("view")
             return row.purchase
     _served("ledger")
