@@ -52,6 +52,7 @@ def enrol(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         body.get("name"),
         cause=cause(),
         referral_code=body.get("referral_code"),
+        enrolled_at=body.get("enrolled_at"),
     )
     return reads.opened(representations.status(written.value)), 201 if written.created else 200
 

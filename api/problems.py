@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from domain.errors import (
     Conflict,
     DomainError,
+    EnrolledAtOutOfRange,
     EvidenceRequired,
     GuaranteeAlreadyClaimed,
     GuaranteeWindowClosed,
@@ -84,6 +85,7 @@ DOMAIN_PROBLEMS: Mapping[type[DomainError], ProblemType] = {
     UnknownReward: ProblemType("unknown-reward", 422, "Unknown reward"),
     UnknownGuarantee: ProblemType("unknown-guarantee", 422, "Unknown guarantee"),
     OccurredAtOutOfRange: ProblemType("occurred-at-out-of-range", 422, "Occurred at out of range"),
+    EnrolledAtOutOfRange: ProblemType("enrolled-at-out-of-range", 422, "Enrolled at out of range"),
     RedemptionAlreadyCancelled: ProblemType(
         "redemption-already-cancelled", 422, "Redemption already cancelled"
     ),

@@ -155,6 +155,12 @@ class EnrolmentRequest(StrictBody):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     name = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
     referral_code = fields.String(allow_none=True, validate=validate.Length(min=1, max=32))
+    enrolled_at = Instant(
+        metadata={
+            "description": "when the shop enrolled the customer (default: now); past allowed, "
+            "not more than 5 minutes ahead: the member's business time starts there"
+        }
+    )
 
 
 WRITE_POSITION = (

@@ -67,6 +67,10 @@ class OccurredAtOutOfRange(RuleViolation):
     pass
 
 
+class EnrolledAtOutOfRange(RuleViolation):
+    """``enrolled_at`` more than 5 minutes ahead of now."""
+
+
 class RedemptionAlreadyCancelled(RuleViolation):
     pass
 

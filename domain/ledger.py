@@ -27,6 +27,7 @@ from domain.clock import Clock, SystemClock
 from domain.due_index import DueIndex
 from domain.errors import (
     Conflict,
+    EnrolledAtOutOfRange,
     OccurredAtOutOfRange,
     SelfReferral,
     UnknownGuarantee,
@@ -180,9 +181,16 @@ class Ledger(Application[UUID]):
         name: str | None,
         cause: Cause | str,
         referral_code: str | None = None,
+        enrolled_at: datetime | None = None,
     ) -> Written[MemberStatus]:
+        """Enrol a member, now or at ``enrolled_at`` (a customer the shop has known for years):
+        its business time starts there; more than 5 minutes ahead is refused."""
         caused = Cause.of(cause)
         terms = self.terms()
+        if enrolled_at is not None and enrolled_at > self.clock.now() + FUTURE_TOLERANCE:
+            raise EnrolledAtOutOfRange(
+                "must not be more than 5 minutes in the future", "enrolled_at"
+            )
         code = referrer_id = None
         if referral_code is not None:
             code = normalise_code(referral_code)
@@ -200,6 +208,11 @@ class Ledger(Application[UUID]):
         ) -> tuple[MemberStatus, list[Aggregate]]:
             if existing is not None:
                 self._check_same_enrolment(existing, email, name, code)
+                if enrolled_at is not None and enrolled_at != existing.enrolled_at:
+                    raise Conflict(
+                        f"member {member_id!r} is already enrolled with a different enrolled_at",
+                        "enrolled_at",
+                    )
                 return existing.status(now, terms), []
             if referrer is not None and self._same_person(referrer, email):
                 raise SelfReferral()
@@ -209,9 +222,10 @@ class Ledger(Application[UUID]):
                 name,
                 self.sealer,
                 terms,
-                now,
+                now if enrolled_at is None else enrolled_at,
                 caused,
                 self._free_code(member_id),
+                recorded_at=now,
             )
             changed: list[Aggregate] = [
                 member,

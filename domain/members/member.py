@@ -214,8 +214,11 @@ class Member(Aggregate):
         at: datetime,
         cause: Cause,
         referral_code: str | None = None,
+        recorded_at: datetime | None = None,
     ) -> Member:
-        """A new member; its email and name are recorded only sealed under its own data key."""
+        """A new member enrolled at ``at`` (its business time starts there), recorded at
+        ``recorded_at`` (default: ``at``); its email and name are recorded only sealed under its
+        own data key."""
         check_enrolment(member_id, email, name)
         return cls._create(
             cls.Enrolled,
@@ -229,7 +232,7 @@ class Member(Aggregate):
             cause=cause.id,
             actor=cause.actor.to_dict(),
             program_version=terms.version,
-            timestamp=at,
+            timestamp=recorded_at or at,
         )
 
     def seal_legacy(

@@ -39,6 +39,12 @@ CONTRACT: list[tuple[DomainError, int, str, str]] = [
         "Occurred at out of range",
     ),
     (
+        errors.EnrolledAtOutOfRange("2099"),
+        422,
+        "enrolled-at-out-of-range",
+        "Enrolled at out of range",
+    ),
+    (
         errors.RedemptionAlreadyCancelled("R-1"),
         422,
         "redemption-already-cancelled",
