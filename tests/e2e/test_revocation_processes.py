@@ -19,12 +19,12 @@ WITHIN_SECONDS = 1.0
 
 
 @contextmanager
-def serving(database_url: str) -> Iterator[tuple[str, list[str]]]:
+def serving(database_url: str, read_models: str = "ledger") -> Iterator[tuple[str, list[str]]]:
     """``daifuku serve`` on a free loopback port: its URL and what it printed before listening."""
     env = {
         **os.environ,
         "DAIFUKU_DATABASE_URL": database_url,
-        "DAIFUKU_READ_MODELS": "ledger",
+        "DAIFUKU_READ_MODELS": read_models,
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DAIFUKU_SECRET_KEY", None)
