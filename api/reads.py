@@ -74,12 +74,15 @@ def purchase(order_id: str, after: int | None) -> dict[str, Any]:
     found = backend()
     views = _views_at(after)
     if views is not None:
+        # A purchase's view does not change with time, only with its member's events, and it is
+        # written in one transaction with its member's row. So once the member's row is found
+        # current, the purchase row read after it is at least as new: it answers.
         row = views.purchase(order_id)
-        # A purchase's view does not change with time, only with its member's events: it is
-        # current when its member's row is (both are written in one transaction).
         if row is not None and current_row(views, row.member_id) is not None:
-            _served("view")
-            return row.purchase
+            row = views.purchase(order_id)
+            if row is not None:
+                _served("view")
+                return row.purchase
     _served("ledger")
     return representations.purchase(found.ledger.purchase(order_id))
 
