@@ -16,8 +16,6 @@ import logging
 import secrets
 import sqlite3
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from adapters.followed import FollowedCache
 from adapters.settings import Database
 from adapters.sidetables import PING, Connection, connect
 from domain.clock import Clock, SystemClock
@@ -170,18 +169,15 @@ class KeyStore:
         self.database = database
         self.clock: Clock = clock or SystemClock()
         self._db: Connection = connect(database, name="daifuku-keys")
-        self._keys: OrderedDict[str, ApiKey] = OrderedDict()
-        self._revocations: OrderedDict[str, datetime | None] = OrderedDict()
-        self._cache_size = cache_size
-        self._members_cached = members_cached
-        self._cache_lock = threading.Lock()
-        self._look_lock = threading.Lock()
-        self._look_seconds = look_seconds
-        self._next_look = 0.0
-        self._cleared = time.monotonic()
-        self._generation: int | None = None
-        self._epoch = 0  # bumped whenever the caches are forgotten
+        # Both forgotten whenever anything is revoked (adapters/followed.py).
+        self._keys: FollowedCache[str, ApiKey | None] = FollowedCache(
+            self._revocation_generation, cache_size, look_seconds, CACHE_MAX_SECONDS
+        )
+        self._revocations: FollowedCache[str, datetime | None] = FollowedCache(
+            self._revocation_generation, members_cached, look_seconds, CACHE_MAX_SECONDS
+        )
         self._last_noted: dict[str, datetime] = {}
+        self._noted_lock = threading.Lock()
         try:
             self._db.create_tables(SCHEMA_STATEMENTS)
             self._add_columns()
@@ -257,23 +253,11 @@ class KeyStore:
 
     def find(self, secret: str) -> ApiKey | None:
         """The key with this secret, whatever its state, or None if it was never issued."""
-        digest = _hash(secret)
-        epoch = self._follow_revocations()
-        with self._cache_lock:
-            hit = self._keys.get(digest)
-            if hit is not None:
-                self._keys.move_to_end(digest)
-                return hit
+        return self._keys.get(_hash(secret), self._key_of, keep=lambda key: key is not None)
+
+    def _key_of(self, digest: str) -> ApiKey | None:
         rows = self._db.run(SELECT_BY_HASH, (digest,))
-        if not rows:
-            return None
-        found = _key(rows[0])
-        with self._cache_lock:
-            if epoch == self._epoch:  # not read before a revocation this process already saw
-                self._keys[digest] = found
-                while len(self._keys) > self._cache_size:
-                    self._keys.popitem(last=False)
-        return found
+        return _key(rows[0]) if rows else None
 
     def role_of(self, secret: str) -> tuple[str, str] | None:
         """(role, name) of a key that works now, or None."""
@@ -285,7 +269,7 @@ class KeyStore:
     def record_use(self, key: ApiKey) -> None:
         """Note that the key was used, at most once a minute per key in this process."""
         now = self.clock.now()
-        with self._cache_lock:
+        with self._noted_lock:
             last = self._last_noted.get(key.key_id)
             if last is not None and abs(now - last) < LAST_USED_EVERY:
                 return
@@ -349,19 +333,11 @@ class KeyStore:
 
     def tokens_revoked_before(self, member_id: str) -> datetime | None:
         """The instant before which the member's tokens are refused, if there is one."""
-        epoch = self._follow_revocations()
-        with self._cache_lock:
-            if member_id in self._revocations:
-                self._revocations.move_to_end(member_id)
-                return self._revocations[member_id]
+        return self._revocations.get(member_id, self._revocation_of)
+
+    def _revocation_of(self, member_id: str) -> datetime | None:
         rows = self._db.run(SELECT_REVOCATION, (member_id,))
-        found = _instant(rows[0][0]) if rows else None
-        with self._cache_lock:
-            if epoch == self._epoch:
-                self._revocations[member_id] = found
-                while len(self._revocations) > self._members_cached:
-                    self._revocations.popitem(last=False)
-        return found
+        return _instant(rows[0][0]) if rows else None
 
     def refuses(self, token: MemberTokenClaims) -> bool:
         """Whether the token was issued before its member's tokens were revoked."""
@@ -374,25 +350,12 @@ class KeyStore:
 
     # The cache.
 
-    def _follow_revocations(self) -> int:
-        """Forget the cache if anything was revoked since the last look; the cache's epoch."""
-        if time.monotonic() >= self._next_look:
-            with self._look_lock:
-                if time.monotonic() >= self._next_look:
-                    generation = int(self._db.run(SELECT_GENERATION)[0][0])
-                    stale = time.monotonic() - self._cleared >= CACHE_MAX_SECONDS
-                    if generation != self._generation or stale:
-                        self._forget()
-                        self._generation = generation
-                    self._next_look = time.monotonic() + self._look_seconds
-        return self._epoch
-
     def _forget(self) -> None:
-        with self._cache_lock:
-            self._keys.clear()
-            self._revocations.clear()
-            self._epoch += 1
-            self._cleared = time.monotonic()
+        self._keys.forget_all()
+        self._revocations.forget_all()
+
+    def _revocation_generation(self) -> int:
+        return int(self._db.run(SELECT_GENERATION)[0][0])
 
     # Secrets and health.
 

@@ -21,12 +21,12 @@ import hmac
 import os
 import threading
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from adapters.followed import FollowedCache
 from adapters.settings import ConfigurationError, Database
 from adapters.sidetables import Connection, connect
 
@@ -172,10 +172,10 @@ class Vault:
             raise ConfigurationError("the master key must be 32 bytes")
         self._keys = keys
         self._master = AESGCM(master_key)
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-        self._generation = keys.generation()
-        self._polled = time.monotonic()
+        # Forgotten whenever a data key is destroyed anywhere (adapters/followed.py).
+        self._cache: FollowedCache[str, bytes | None] = FollowedCache(
+            keys.generation, CACHE_SIZE, POLL_SECONDS
+        )
 
     @classmethod
     def in_memory(cls) -> Vault:
@@ -235,8 +235,7 @@ class Vault:
         It returns once no process can hold the key in memory any more: every process looks at
         the erasure generation within ``POLL_SECONDS`` of a read, and this waits twice that."""
         deleted = self._keys.delete(member_id)
-        with self._lock:
-            self._cache.pop(member_id, None)
+        self._cache.forget(member_id)
         if deleted:
             time.sleep(ERASE_WAIT_SECONDS)
         return deleted
@@ -253,41 +252,15 @@ class Vault:
         self._keys.close()
 
     def _data_key(self, member_id: str, create: bool) -> bytes | None:
-        generation = self._current_generation()
-        with self._lock:
-            hit = self._cache.get(member_id)
-            if hit is not None:
-                self._cache.move_to_end(member_id)
-                return hit
-        if create:  # a new member's key, or the one it has (another process may have made it)
-            made = self._wrap(member_id, AESGCM.generate_key(bit_length=256))
-            wrapped: str | None = self._keys.add(member_id, made)
-        else:
-            wrapped = self._keys.get(member_id)
-        if wrapped is None:
-            return None
-        key = self._unwrap(member_id, wrapped)
-        with self._lock:
-            # Kept only if no erasure was seen while it was read: it may be the erased one.
-            if self._generation == generation:
-                self._cache[member_id] = key
-                while len(self._cache) > CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        return key
+        def load(member: str) -> bytes | None:
+            if create:  # a new member's key, or the one it has (another process made it first)
+                made = self._wrap(member, AESGCM.generate_key(bit_length=256))
+                wrapped: str | None = self._keys.add(member, made)
+            else:
+                wrapped = self._keys.get(member)
+            return None if wrapped is None else self._unwrap(member, wrapped)
 
-    def _current_generation(self) -> int:
-        """The erasure generation, looked up at most every ``POLL_SECONDS``; every cached key
-        is forgotten when it has moved."""
-        now = time.monotonic()
-        if now - self._polled < POLL_SECONDS:
-            return self._generation
-        found = self._keys.generation()
-        with self._lock:
-            self._polled = now
-            if found != self._generation:
-                self._generation = found
-                self._cache.clear()
-            return self._generation
+        return self._cache.get(member_id, load, keep=lambda key: key is not None)
 
     def _wrap(self, member_id: str, key: bytes) -> str:
         nonce = os.urandom(NONCE_BYTES)
