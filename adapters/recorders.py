@@ -35,13 +35,16 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        self.locked_insert_function = f"{events_table_name}_insert_locked"
+        self.locked_insert_function = f"{events_table_name}_insert_arrays"
         self.check_identifier_length(self.locked_insert_function)
         schema = Identifier(datastore.schema)
         function = Identifier(self.locked_insert_function)
+        # Four arrays sent in binary, rather than one array of the composite type in text:
+        # psycopg dumps the composite's bytea through a regular expression, 35 us an event.
         self.sql_create_statements.append(
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+                "CREATE OR REPLACE FUNCTION {schema}.{function}(ids uuid[], versions bigint[], "
+                "topics text[], states bytea[]) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
                 "BEGIN "
                 "SET LOCAL lock_timeout = '{lock_timeout}s'; "
@@ -49,20 +52,21 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
                 "NOTIFY {channel}; "
                 "RETURN QUERY INSERT INTO {schema}.{table} AS t "
                 "(originator_id, originator_version, topic, state) "
-                "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "SELECT * FROM unnest(ids, versions, topics, states) "
                 "RETURNING notification_id; "
                 "END; $BODY$"
             ).format(
                 schema=schema,
                 function=function,
-                event=Identifier(self.stored_event_type_name),
                 lock_timeout=datastore.lock_timeout,
                 table=Identifier(self.events_table_name),
                 channel=Identifier(self.channel_name),
             )
         )
         self.locked_insert_statement = rendered(
-            SQL("SELECT * FROM {0}.{1}(%s)").format(schema, function)
+            SQL("SELECT * FROM {0}.{1}(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])").format(
+                schema, function
+            )
         )
         # The library composes its SELECT for every call, and psycopg converts a composed
         # query anew each time (about a tenth of a purchase's CPU): each variant is rendered
@@ -131,12 +135,14 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
         if self.datastore.enable_db_functions or tracking is not None or not stored_events:
             inserted: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
             return inserted
-        events = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
+        arrays = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.locked_insert_statement, (events,), prepare=True)
+            curs.execute(self.locked_insert_statement, arrays, prepare=True, binary=True)
             return [row[self.locked_insert_function] for row in curs.fetchall()]
 
 

@@ -124,6 +124,38 @@ def parse(line: int, text: str) -> Record | Result:
     return Record(data.pop("line", line), kind, data[ID_FIELD[kind]], at, data)
 
 
+def sketch(line: int, text: str) -> Record | None:
+    """What planning needs of a line (kind, ids, business time), read without the schemas'
+    checks; None for a line planning cannot place (the full parse then says why)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("kind") not in SCHEMAS:
+        return None
+    kind = body["kind"]
+    own_id, when = body.get(ID_FIELD[kind]), body.get(TIME_FIELD[kind])
+    if not isinstance(own_id, str) or not isinstance(when, str):
+        return None
+    try:
+        at = datetime.fromisoformat(when.upper().replace(" ", "T"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    data = {
+        name: body[name]
+        for name in ("member_id", "order_id", "referral_code")
+        if isinstance(body.get(name), str)
+    }
+    if kind in ("purchase", "redemption") and "member_id" not in data:
+        return None
+    if kind == "refund" and "order_id" not in data:
+        return None
+    return Record(body.get("line", line) if isinstance(body.get("line"), int) else line,
+                  kind, own_id, at, data)  # fmt: skip
+
+
 def parse_lines(lines: Iterable[str]) -> tuple[list[Record], list[Result], int]:
     """Every non-blank line parsed: the records, the rejected lines, the lines read. A text
     in which no line is a JSON object is not an import (NotJsonLines)."""

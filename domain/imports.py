@@ -46,6 +46,7 @@ class Record:
     data: dict[str, Any]
     member_id: str | None = None  # a refund's is its order's, found by ``plan``
     key: datetime | None = field(default=None, repr=False)  # when it is applied
+    group: str | None = field(default=None, repr=False)  # members applied together
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def plan(
     first: dict[str, int] = {}
     for record in kept:
         assert record.member_id is not None
-        first.setdefault(root(record.member_id), record.line)
+        record.group = root(record.member_id)
+        first.setdefault(record.group, record.line)
 
     def order(record: Record) -> tuple[int, datetime, int, int]:
         assert record.member_id is not None and record.key is not None
@@ -410,6 +412,7 @@ class _Batch:
             record.at,
             taken_codes=self.codes,
             free_codes=self.free_codes,
+            answer=False,
         )
         existing = self._member(record.id)
         referrer = None

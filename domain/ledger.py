@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
 
@@ -111,7 +111,10 @@ class Ledger(Application[UUID]):
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         aggregates = [obj for obj in objs if isinstance(obj, Aggregate)]
-        recordings = super().save(*objs, **kwargs)
+        if len(aggregates) == len(objs) and not kwargs:
+            recordings = self._save_aggregates(aggregates)
+        else:
+            recordings = super().save(*objs, **kwargs)
         if self.snapshots is not None:
             saved = [recording.domain_event for recording in recordings]
             taken = snapshots.due_snapshots(aggregates, saved, self.snapshot_interval)
@@ -127,6 +130,20 @@ class Ledger(Application[UUID]):
             found: set[UUID] = probe(ids)
             return found
         return {uid for uid in ids if self.recorder.select_events(uid, limit=1)}
+
+    def _save_aggregates(self, aggregates: list[Aggregate]) -> list[Recording[UUID]]:
+        """``Application.save`` for aggregates only, as the library does it, without its two
+        isinstance checks against runtime protocols per object (about 20 us each in Python
+        3.11: a tenth of an import batch's time)."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # deprecated in the library, called as it does
+        return recordings
 
     # The program.
 
@@ -203,7 +220,9 @@ class Ledger(Application[UUID]):
         decide = self.enrolment_command(
             member_id, email, name, Cause.of(cause), code, referrer_id, enrolled_at
         )
-        return self.writes.create(member_id, decide, partner_id=referrer_id)
+        written = self.writes.create(member_id, decide, partner_id=referrer_id)
+        assert written.value is not None
+        return Written(written.value, written.created, written.position)
 
     @staticmethod
     def referral_code(given: str | None) -> str | None:
@@ -226,10 +245,12 @@ class Ledger(Application[UUID]):
         enrolled_at: datetime | None,
         taken_codes: Mapping[str, str] | None = None,
         free_codes: Container[str] = (),
-    ) -> Creation[MemberStatus]:
+        answer: bool = True,
+    ) -> Creation[MemberStatus | None]:
         """The enrolment, checked, as a creation of the member (with its referrer, who owns
         ``code``). An import's batch passes the referral codes it has given out but not saved
-        yet (``taken_codes``) and those it found free in the store (``free_codes``)."""
+        yet (``taken_codes``) and those it found free in the store (``free_codes``), and
+        needs no status in answer (``answer``: the creation answers None)."""
         terms = self.terms()
         if enrolled_at is not None and enrolled_at > self.clock.now() + FUTURE_TOLERANCE:
             raise EnrolledAtOutOfRange(
@@ -241,7 +262,7 @@ class Ledger(Application[UUID]):
 
         def decide(
             existing: Member | None, now: datetime, referrer: Member | None
-        ) -> tuple[MemberStatus, list[Aggregate]]:
+        ) -> tuple[MemberStatus | None, list[Aggregate]]:
             if existing is not None:
                 self._check_same_enrolment(existing, email, name, code)
                 if enrolled_at is not None and enrolled_at != existing.enrolled_at:
@@ -249,7 +270,7 @@ class Ledger(Application[UUID]):
                         f"member {member_id!r} is already enrolled with a different enrolled_at",
                         "enrolled_at",
                     )
-                return existing.status(now, terms), []
+                return (existing.status(now, terms) if answer else None), []
             if referrer is not None and self._same_person(referrer, email):
                 raise SelfReferral()
             member = Member.enrol(
@@ -270,7 +291,7 @@ class Ledger(Application[UUID]):
             if referrer is not None and code is not None:
                 referrals.register(referrer, member, code, terms, now, caused)
                 changed.append(referrer)
-            return member.status(now, terms), changed
+            return (member.status(now, terms) if answer else None), changed
 
         return decide
 
