@@ -8,6 +8,7 @@ tier standing in ``tiers``, purchases and refunds in ``purchases``.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import field
 from datetime import datetime, timedelta
@@ -55,6 +56,7 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PROJECTION = Cause("projection", SCHEDULER)  # a status read's what-if, never saved
 
 
+@functools.lru_cache(maxsize=100_000)
 def member_uuid(member_id: str) -> UUID:
     return uuid5(NAMESPACE, f"member:{member_id}")
 

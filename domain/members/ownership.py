@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import field
 from datetime import datetime
 from uuid import UUID, uuid5
@@ -45,6 +46,7 @@ class Ownership(Aggregate):
         self.member_id = member_id
 
     @staticmethod
+    @functools.lru_cache(maxsize=100_000)
     def key_id(kind: str, key: str) -> UUID:
         return uuid5(NAMESPACE, f"{kind}:{key}")
 
