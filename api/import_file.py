@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -22,12 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
 from tqdm import tqdm
 
 from adapters.settings import Settings
 from api import import_workers, imports
 from api.imports import NotJsonLines, Report, Result
 from api.schemas import ID_RE
+from domain.errors import DomainError
 from domain.imports import REJECTED, plan
 
 NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -116,7 +120,16 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 130
-    except _RequestFailed as error:
+    except (
+        _RequestFailed,
+        import_workers.WorkerFailed,
+        DomainError,
+        PersistenceError,
+        psycopg.Error,
+        sqlite3.Error,
+    ) as error:
+        # A store that went away, or members changed by others faster than a batch can be
+        # saved: what was saved stays, and the import goes on when run again.
         print(f"daifuku: {error}; run the same command again to go on", file=sys.stderr)
         return 1
     rejects = _write_rejects(args, results, lines)

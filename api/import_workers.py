@@ -29,6 +29,10 @@ from domain.imports import Importer, Record, plan
 DONE = "done"
 
 
+class WorkerFailed(Exception):
+    """A worker process met an error it could not go on after (the store went away...)."""
+
+
 def run(
     settings: Settings,
     lines: list[str],
@@ -72,13 +76,13 @@ def run(
                 message = results.get(timeout=1.0)
             except queue.Empty:
                 if not any(p.is_alive() for p in processes):
-                    raise RuntimeError("an import worker stopped without a word") from None
+                    raise WorkerFailed("an import worker stopped without a word") from None
                 continue
             if message == DONE:
                 running -= 1
                 continue
-            if isinstance(message, BaseException):
-                raise message
+            if isinstance(message, str):
+                raise WorkerFailed(message)
             found.extend(Result(*fields) for fields in message)
             if progress is not None:
                 progress(len(found), total)
@@ -156,7 +160,7 @@ def work(lines: list[tuple[int, str]], name: str, batch_size: int, results: Any)
             ledger.close()
             keys.close()
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
-        results.put(RuntimeError(f"import worker failed: {error!r}"))
+        results.put(f"an import worker failed: {error}")
     finally:
         results.put(DONE)
 
