@@ -19,12 +19,10 @@ setting is on, or for a process recorder's tracking insert, the library's code r
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -171,18 +169,3 @@ class ProbingSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 found.update(UUID(row["originator_id"]) for row in c.fetchall())
         return found
 
-
-class FastZlibCompressor(ZlibCompressor):
-    """zlib as the library writes it, cheaper for small states: the same format (any window
-    and level decompress the same way). zlib.compress spends most of its time on a state of
-    small events setting up its 32 KB window: a 4 KB window at level 1 compresses an event of
-    a few hundred bytes to the same size in 11 us instead of 64-70 us. Larger states (a long
-    member's snapshot) keep the default."""
-
-    small = 4096
-
-    def compress(self, data: bytes) -> bytes:
-        if len(data) > self.small:
-            return zlib.compress(data)
-        packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-        return packer.compress(data) + packer.flush()

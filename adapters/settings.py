@@ -13,7 +13,7 @@ from typing import ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_SQLITE_PATH = Path("var") / "daifuku.db"
-COMPRESSOR_TOPIC = "adapters.recorders:FastZlibCompressor"
+COMPRESSOR_TOPIC = "eventsourcing.compressor:ZlibCompressor"
 # The library's PostgreSQL recorder, with the table lock held for one statement, not a round trip.
 POSTGRES_RECORDER_TOPIC = "adapters.recorders:LockedInsertApplicationRecorder"
 SQLITE_RECORDER_TOPIC = "adapters.recorders:ProbingSQLiteApplicationRecorder"
