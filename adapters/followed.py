@@ -52,6 +52,20 @@ class FollowedCache(Generic[K, V]):
                         self._values.popitem(last=False)
         return value
 
+    def get_many(self, keys: list[K], load_many: Callable[[list[K]], dict[K, V]]) -> None:
+        """Bring ``keys`` into the cache, loading those it lacks with one call."""
+        epoch = self._follow()
+        with self._lock:
+            missing = [key for key in keys if key not in self._values]
+        if not missing:
+            return
+        loaded = load_many(missing)
+        with self._lock:
+            if epoch == self._epoch:
+                self._values.update(loaded)
+                while len(self._values) > self._size:
+                    self._values.popitem(last=False)
+
     def forget(self, key: K) -> None:
         with self._lock:
             self._values.pop(key, None)

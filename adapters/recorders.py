@@ -1,4 +1,5 @@
-"""The event store's recorder on PostgreSQL: the library's, with an insert in one statement.
+"""The event store's recorders: on PostgreSQL the library's with an insert in one statement;
+on both, a probe of which of many aggregates exist in one query (for an import's batch).
 
 eventsourcing's ``PostgresApplicationRecorder`` takes ``LOCK TABLE ... IN EXCLUSIVE MODE`` in
 every transaction that inserts events, so that transactions commit in the order of the
@@ -24,6 +25,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Composable, Identifier
 
@@ -66,6 +68,12 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
         # query anew each time (about a tenth of a purchase's CPU): each variant is rendered
         # once here, and psycopg's cache of converted queries does the rest.
         self._select_events_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
+        self._existing_statement = rendered(
+            SQL(
+                "SELECT originator_id FROM {0}.{1} WHERE originator_id = ANY(%s) "
+                "AND originator_version = 1"
+            ).format(schema, Identifier(self.events_table_name))
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events(
@@ -105,6 +113,15 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
             ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def existing_ids(self, originator_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of these aggregates have events: one query (an import's batch of members)."""
+        if not originator_ids:
+            return set()
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._existing_statement, (list(originator_ids),), prepare=True)
+            return {row["originator_id"] for row in curs.fetchall()}
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -126,3 +143,22 @@ class LockedInsertApplicationRecorder(PostgresApplicationRecorder):
 def rendered(statement: Composable) -> bytes:
     """The statement's text, so that psycopg converts it once and caches it."""
     return statement.as_bytes(None)
+
+
+class ProbingSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, with the one-query existence probe of the one above."""
+
+    def existing_ids(self, originator_ids: Sequence[UUID]) -> set[UUID]:
+        found: set[UUID] = set()
+        ids = list(originator_ids)
+        for start in range(0, len(ids), 500):  # well inside SQLite's limit of parameters
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(
+                    f"SELECT originator_id FROM {self.events_table_name} "
+                    f"WHERE originator_id IN ({marks}) AND originator_version = 1",
+                    [uid.hex for uid in chunk],
+                )
+                found.update(UUID(row["originator_id"]) for row in c.fetchall())
+        return found

@@ -16,6 +16,7 @@ DEFAULT_SQLITE_PATH = Path("var") / "daifuku.db"
 COMPRESSOR_TOPIC = "eventsourcing.compressor:ZlibCompressor"
 # The library's PostgreSQL recorder, with the table lock held for one statement, not a round trip.
 POSTGRES_RECORDER_TOPIC = "adapters.recorders:LockedInsertApplicationRecorder"
+SQLITE_RECORDER_TOPIC = "adapters.recorders:ProbingSQLiteApplicationRecorder"
 
 
 class ConfigurationError(ValueError):
@@ -78,6 +79,7 @@ class Database:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.path,
                 "SQLITE_LOCK_TIMEOUT": "10",
+                "APPLICATION_RECORDER_TOPIC": SQLITE_RECORDER_TOPIC,
             }
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",

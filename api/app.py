@@ -22,6 +22,7 @@ from api import (
     audit,
     audit_verification,
     events,
+    imports,
     members,
     ops,
     personal_data,
@@ -152,6 +153,7 @@ def create_app(
         members.blp,
         purchases.blp,
         redemptions.blp,
+        imports.blp,
         personal_data.blp,
         program.blp,
         events.blp,
@@ -162,6 +164,7 @@ def create_app(
         ops.blp,
     ):
         api.register_blueprint(blueprint)
+    imports.allow_large_bodies(app)
 
     @app.before_request
     def start() -> None:

@@ -32,7 +32,7 @@ from adapters.projections import (
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification import verify_member_status
 from adapters.views import MemberStatusView, open_member_status_view
-from api import representations
+from api import import_file, representations
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
 from api.progress import ProgressLine
@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         "--poll", type=float, default=0.2, help="seconds between looks at the log when idle"
     )
     project.set_defaults(run=_project)
+
+    import_file.add_parser(commands)
 
     rebuild = commands.add_parser("replay", help="delete the read models and rebuild them")
     rebuild.set_defaults(run=_replay)

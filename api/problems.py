@@ -135,6 +135,20 @@ def problem_response(
     errors: Mapping[str, list[str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
+    body = problem_body(status, detail, errors=errors)
+    response = current_app.response_class(
+        current_app.json.dumps(body, separators=(",", ":")),
+        status=body["status"],
+        mimetype=PROBLEM_MIMETYPE,
+    )
+    response.headers.update(headers or {})
+    return response
+
+
+def problem_body(
+    status: int | ProblemType, detail: str, *, errors: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The problem document (also one line of an import's results)."""
     if isinstance(status, ProblemType):
         uri, title, code = status.uri, status.title, status.status
     else:
@@ -143,13 +157,22 @@ def problem_response(
     body: dict[str, Any] = {"type": uri, "title": title, "status": code, "detail": detail}
     if errors is not None:
         body["errors"] = dict(errors)
-    response = current_app.response_class(
-        current_app.json.dumps(body, separators=(",", ":")),
-        status=code,
-        mimetype=PROBLEM_MIMETYPE,
-    )
-    response.headers.update(headers or {})
-    return response
+    return body
+
+
+def domain_problem(error: DomainError) -> dict[str, Any]:
+    """The problem document a single request refused with ``error`` would answer."""
+    fields: dict[str, list[str]] | None = None
+    if isinstance(error, InvalidInput):
+        fields = error.errors
+    elif error.field:
+        fields = {error.field: [error.message]}
+    return problem_body(problem_type(type(error)), error.message, errors=fields)
+
+
+def invalid_problem(errors: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The problem document of a body that breaks its schema (422)."""
+    return problem_body(INVALID_INPUT, _summary(errors), errors=errors)
 
 
 def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -206,12 +229,8 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    fields: dict[str, list[str]] | None = None
-    if isinstance(error, InvalidInput):
-        fields = error.errors
-    elif error.field:
-        fields = {error.field: [error.message]}
-    return problem_response(problem_type(type(error)), error.message, errors=fields)
+    body = domain_problem(error)
+    return problem_response(problem_type(type(error)), body["detail"], errors=body.get("errors"))
 
 
 def handle_unavailable(error: Exception) -> Response:

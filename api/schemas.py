@@ -315,6 +315,47 @@ class RefundRequest(StrictBody):
     reason = fields.String(allow_none=True, validate=validate.Length(max=500))
 
 
+# Import records (histories from before Daifuku): the fields of the single requests, the
+# record's kind, its business time (required: history has dates), and optionally the line it
+# had in the original file (sent by `daifuku import --url`, so causes and reports name it).
+
+IMPORT_KINDS = ("member", "purchase", "refund", "redemption")
+
+
+class ImportFields(StrictBody):
+    kind = fields.String(required=True, validate=validate.OneOf(IMPORT_KINDS))
+    line = Count(
+        validate=validate.Range(min=1, max=MAX_POSITION),
+        metadata={"description": "its line in the original file (default: in this body)"},
+    )
+
+
+class ImportMember(ImportFields, EnrolmentRequest):
+    enrolled_at = Instant(required=True)
+
+
+class ImportPurchase(ImportFields, PurchaseRequest):
+    occurred_at = Instant(required=True)
+
+
+class ImportRefund(ImportFields, RefundRequest):
+    order_id = Identifier(required=True)
+    occurred_at = Instant(required=True)
+
+
+class ImportRedemption(ImportFields, RedemptionRequest):
+    member_id = Identifier(required=True)
+    occurred_at = Instant(required=True)
+
+
+IMPORT_SCHEMAS: dict[str, type[Schema]] = {
+    "member": ImportMember,
+    "purchase": ImportPurchase,
+    "refund": ImportRefund,
+    "redemption": ImportRedemption,
+}
+
+
 # Program rules: the same shape in GET and PUT, checked as a whole by the ledger.
 
 

@@ -27,8 +27,9 @@ class Actor:
         return cls("member", member_id=member_id)
 
     @classmethod
-    def importer(cls, name: str) -> Actor:
-        return cls("import", name=name)
+    def importer(cls, name: str, key_id: str | None = None) -> Actor:
+        """An import named ``name`` (run through the API: with the key that sent it)."""
+        return cls("import", id=key_id, name=name)
 
     @classmethod
     def system(cls, name: str) -> Actor:

@@ -11,7 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,7 +61,7 @@ from domain.members.personal import (
 from domain.money import check_amount
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import normalise_code
-from domain.writes import MemberWrites, Written
+from domain.writes import Command, Creation, MemberWrites, Written
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 BACKFILL_LIMIT = timedelta(days=730)
@@ -118,6 +118,15 @@ class Ledger(Application[UUID]):
             if taken:
                 self.snapshots.put(taken)
         return recordings
+
+    def existing(self, ids: list[UUID]) -> set[UUID]:
+        """Which of these aggregates have been recorded: one query where the recorder has a
+        probe for it (``adapters/recorders.py``), else one each."""
+        probe = getattr(self.recorder, "existing_ids", None)
+        if probe is not None:
+            found: set[UUID] = probe(ids)
+            return found
+        return {uid for uid in ids if self.recorder.select_events(uid, limit=1)}
 
     # The program.
 
@@ -185,22 +194,49 @@ class Ledger(Application[UUID]):
     ) -> Written[MemberStatus]:
         """Enrol a member, now or at ``enrolled_at`` (a customer the shop has known for years):
         its business time starts there; more than 5 minutes ahead is refused."""
-        caused = Cause.of(cause)
+        code = self.referral_code(referral_code)
+        referrer_id = None
+        if code is not None:
+            referrer_id = self.writes.owner(
+                "referral-code", code, UnknownReferralCode(str(referral_code))
+            )
+        decide = self.enrolment_command(
+            member_id, email, name, Cause.of(cause), code, referrer_id, enrolled_at
+        )
+        return self.writes.create(member_id, decide, partner_id=referrer_id)
+
+    @staticmethod
+    def referral_code(given: str | None) -> str | None:
+        """The canonical form of a referral code given at enrolment."""
+        if given is None:
+            return None
+        code = normalise_code(given)
+        if code is None:
+            raise UnknownReferralCode(given)
+        return code
+
+    def enrolment_command(
+        self,
+        member_id: str,
+        email: str,
+        name: str | None,
+        caused: Cause,
+        code: str | None,
+        referrer_id: str | None,
+        enrolled_at: datetime | None,
+        taken_codes: Mapping[str, str] | None = None,
+        free_codes: Container[str] = (),
+    ) -> Creation[MemberStatus]:
+        """The enrolment, checked, as a creation of the member (with its referrer, who owns
+        ``code``). An import's batch passes the referral codes it has given out but not saved
+        yet (``taken_codes``) and those it found free in the store (``free_codes``)."""
         terms = self.terms()
         if enrolled_at is not None and enrolled_at > self.clock.now() + FUTURE_TOLERANCE:
             raise EnrolledAtOutOfRange(
                 "must not be more than 5 minutes in the future", "enrolled_at"
             )
-        code = referrer_id = None
-        if referral_code is not None:
-            code = normalise_code(referral_code)
-            if code is None:
-                raise UnknownReferralCode(referral_code)
-            referrer_id = self.writes.owner(
-                "referral-code", code, UnknownReferralCode(referral_code)
-            )
-            if referrer_id == member_id:
-                raise SelfReferral()
+        if referrer_id is not None and referrer_id == member_id:
+            raise SelfReferral()
         check_enrolment(member_id, email, name)
 
         def decide(
@@ -224,7 +260,7 @@ class Ledger(Application[UUID]):
                 terms,
                 now if enrolled_at is None else enrolled_at,
                 caused,
-                self._free_code(member_id),
+                self._free_code(member_id, taken_codes or {}, free_codes),
                 recorded_at=now,
             )
             changed: list[Aggregate] = [
@@ -236,7 +272,7 @@ class Ledger(Application[UUID]):
                 changed.append(referrer)
             return member.status(now, terms), changed
 
-        return self.writes.create(member_id, decide, partner_id=referrer_id)
+        return decide
 
     def _same_person(self, referrer: Member, email: str) -> bool:
         """Whether ``email`` is the referrer's own, compared by the keyed digest (an erased
@@ -336,10 +372,17 @@ class Ledger(Application[UUID]):
             self.writes.change(member_id, command)
         return found
 
-    def _free_code(self, member_id: str) -> str:
-        """The member's own referral code: derived from its id, or the next if that is taken."""
+    def _free_code(
+        self, member_id: str, taken: Mapping[str, str], free: Container[str] = ()
+    ) -> str:
+        """The member's own referral code: derived from its id, or the next if that is taken
+        (in the store, or in ``taken``: given out in the same transaction)."""
         for attempt in range(100):
             code = referral_code_for(member_id, attempt)
+            if taken.get(code, member_id) != member_id:
+                continue
+            if code in free:
+                return code
             try:
                 owner = self.writes.owner("referral-code", code, LookupError())
             except LookupError:
@@ -435,7 +478,30 @@ class Ledger(Application[UUID]):
         guarantee: str | None,
         cause: Cause | str,
     ) -> Written[Purchase]:
-        caused = Cause.of(cause)
+        command = self.purchase_command(
+            order_id, amount, currency, occurred_at, items, guarantee, Cause.of(cause)
+        )
+        return self.writes.change(
+            member_id,
+            command,
+            new_owner=("order", order_id),
+            partner_of=referrals.open_referrer,
+        )
+
+    def purchase_command(
+        self,
+        order_id: str,
+        amount: Decimal,
+        currency: str,
+        occurred_at: datetime | None,
+        items: list[LineItem] | None,
+        guarantee: str | None,
+        caused: Cause,
+        imported: bool = False,
+    ) -> Command[Purchase]:
+        """The purchase, checked, as a command on its member (and its open referrer). An
+        imported one takes effect at its own time (history replayed as it happened) and has no
+        age limit."""
         terms = self.terms()
         rules = terms.rules
         if currency != rules.currency:
@@ -465,23 +531,27 @@ class Ledger(Application[UUID]):
                 raise OccurredAtOutOfRange(
                     "must not be more than 5 minutes in the future", "occurred_at"
                 )
-            if when < now - BACKFILL_LIMIT:
+            if when < now - BACKFILL_LIMIT and not imported:
                 raise OccurredAtOutOfRange(
                     "must not be more than 2 years in the past", "occurred_at"
                 )
             member.record_purchase(
-                order_id, amount, currency, when, items or [], policy, terms, now, caused
+                order_id,
+                amount,
+                currency,
+                when,
+                items or [],
+                policy,
+                terms,
+                now,
+                caused,
+                until=when if imported else None,
             )
             if partner is not None:
                 referrals.after_purchase(member, partner, order_id, terms, now, caused)
             return member.purchases[order_id], True
 
-        return self.writes.change(
-            member_id,
-            command,
-            new_owner=("order", order_id),
-            partner_of=referrals.open_referrer,
-        )
+        return command
 
     def purchase(self, order_id: str) -> Purchase:
         member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
@@ -498,8 +568,21 @@ class Ledger(Application[UUID]):
         cause: Cause | str,
     ) -> Written[Purchase]:
         """The purchase as the refund ``refund_id`` left it."""
-        caused = Cause.of(cause)
         member_id = self.writes.owner("order", order_id, UnknownOrder(order_id))
+        command = self.refund_command(order_id, refund_id, amount, reason, Cause.of(cause))
+        return self.writes.change(member_id, command, partner_of=referrals.open_referrer)
+
+    def refund_command(
+        self,
+        order_id: str,
+        refund_id: str,
+        amount: Decimal | None,
+        reason: str | None,
+        caused: Cause,
+        occurred_at: datetime | None = None,
+    ) -> Command[Purchase]:
+        """The refund as a command on the order's member; at ``occurred_at`` (an imported
+        refund) or now."""
         terms = self.terms()
         if amount is not None:
             amount = check_amount(amount, terms.rules.currency)
@@ -513,12 +596,17 @@ class Ledger(Application[UUID]):
                     f"refund {refund_id!r}",
                 )
                 return member.purchases[order_id], False
-            member.refund(order_id, refund_id, amount, reason, now, terms, now, caused)
+            when = now if occurred_at is None else occurred_at
+            if when > now + FUTURE_TOLERANCE:
+                raise OccurredAtOutOfRange(
+                    "must not be more than 5 minutes in the future", "occurred_at"
+                )
+            member.refund(order_id, refund_id, amount, reason, when, terms, now, caused)
             if partner is not None:
                 referrals.after_refund(member, partner, order_id, refund_id, terms, now, caused)
             return member.purchases[order_id], True
 
-        return self.writes.change(member_id, command, partner_of=referrals.open_referrer)
+        return command
 
     def claim_guarantee(
         self, order_id: str, claim_id: str, evidence: str | None, cause: Cause | str
@@ -552,7 +640,22 @@ class Ledger(Application[UUID]):
         points: int | None,
         cause: Cause | str,
     ) -> Written[Redemption]:
-        caused = Cause.of(cause)
+        return self.writes.change(
+            member_id,
+            self.redemption_command(redemption_id, reward, points, Cause.of(cause)),
+            new_owner=("redemption", redemption_id),
+        )
+
+    def redemption_command(
+        self,
+        redemption_id: str,
+        reward: str | None,
+        points: int | None,
+        caused: Cause,
+        occurred_at: datetime | None = None,
+    ) -> Command[Redemption]:
+        """The redemption as a command on its member; at ``occurred_at`` (an imported
+        redemption) or now."""
         terms = self.terms()
         requested = {"reward": reward, "requested_points": points}
 
@@ -567,14 +670,14 @@ class Ledger(Application[UUID]):
                     f"redemption {redemption_id!r}",
                 )
                 return existing, False
-            member.redeem(redemption_id, reward, points, terms, now, caused)
+            if occurred_at is not None and occurred_at > now + FUTURE_TOLERANCE:
+                raise OccurredAtOutOfRange(
+                    "must not be more than 5 minutes in the future", "occurred_at"
+                )
+            member.redeem(redemption_id, reward, points, terms, now, caused, occurred_at)
             return member.redemptions[redemption_id], True
 
-        return self.writes.change(
-            member_id,
-            command,
-            new_owner=("redemption", redemption_id),
-        )
+        return command
 
     def cancel_redemption(self, redemption_id: str, cause: Cause | str) -> Written[Redemption]:
         caused = Cause.of(cause)

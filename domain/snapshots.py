@@ -7,6 +7,7 @@ the member is folded from its events (and snapshotted again at its next checkpoi
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -63,13 +64,13 @@ def due_snapshots(
     """Snapshots of the members whose save just passed a checkpoint, from the state in hand
     (no replay), so that snapshots cost the same per event for any history."""
     taken = []
+    counts = Counter(event.originator_id for event in saved)
     for aggregate in aggregates:
         if not isinstance(aggregate, Member):
             continue
         held = aggregate.personal
         if held.legacy_email is not None or held.legacy_name is not None:
             continue  # plain personal data of an older version: sealed first, never snapshotted
-        count = sum(1 for event in saved if event.originator_id == aggregate.id)
-        if last_checkpoint(aggregate.version, interval) > aggregate.version - count:
+        if last_checkpoint(aggregate.version, interval) > aggregate.version - counts[aggregate.id]:
             taken.append(MemberSnapshot.take(aggregate))
     return taken

@@ -66,6 +66,14 @@ class MemberWrites:
                 stack.enter_context(self._stripes[stripe])
             yield
 
+    @contextlib.contextmanager
+    def every_lock(self) -> Iterator[None]:
+        """Every stripe: no other thread of this process changes a member meanwhile."""
+        with contextlib.ExitStack() as stack:
+            for stripe in self._stripes:
+                stack.enter_context(stripe)
+            yield
+
     def member(self, uid: UUID, member_id: str) -> Member:
         """The cached member (brought up to date by one indexed read): not a copy."""
         try:

@@ -284,11 +284,16 @@ class Member(Aggregate):
         terms: Terms,
         recorded_at: datetime,
         cause: Cause,
+        until: datetime | None = None,
     ) -> None:
+        """``until`` is the business time the member has reached (default: the later of the
+        order's time and now); an import passes the order's own time, so history is replayed
+        as it happened rather than collapsed onto today."""
         rules = terms.rules
         # Whatever is due by now is recorded first, as a scheduler run just before would have,
         # so where a late order takes effect never depends on when the scheduler last ran.
-        self.record_due(max(occurred_at, recorded_at), terms, cause, recorded_at)
+        business_now = max(occurred_at, recorded_at) if until is None else until
+        self.record_due(business_now, terms, cause, recorded_at)
         at = self.effective_time(occurred_at)
         multiplier = rules.tier(self.standing.tier).multiplier
         points = points_for(amount, multiplier, rules.points_per_currency_unit)
@@ -454,7 +459,10 @@ class Member(Aggregate):
         terms: Terms,
         at: datetime,
         cause: Cause,
+        occurred_at: datetime | None = None,
     ) -> None:
+        """Recorded at ``at``; taking effect at ``occurred_at`` (an imported redemption) or
+        now, or at the member's business time if that is later."""
         if reward is not None:
             found = terms.rules.reward(reward)
             if found is None:
@@ -462,7 +470,7 @@ class Member(Aggregate):
             points = found.points
         if points is None or points <= 0:
             raise InvalidInput({"points": ["give a positive number of points or a reward"]})
-        recorded_at, at = at, self.effective_time(at)
+        recorded_at, at = at, self.effective_time(at if occurred_at is None else occurred_at)
         self.record_due(at, terms, cause, recorded_at)
         available = self.lots.spendable_points()
         if available < points:

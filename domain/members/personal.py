@@ -40,6 +40,10 @@ class Sealer(Protocol):
         """Destroy the member's data key; False if there was none."""
         ...
 
+    def prepare(self, member_ids: list[str]) -> None:
+        """Make the keys of many members about to be enrolled at once (an import's batch)."""
+        ...
+
 
 class NoSealer:
     """The sealer of a ledger that only reads: it opens nothing and seals nothing."""
@@ -52,6 +56,9 @@ class NoSealer:
 
     def digest(self, member_id: str, text: str) -> str | None:
         raise RuntimeError("this ledger has no personal-data vault")
+
+    def prepare(self, member_ids: list[str]) -> None:
+        pass
 
     def erase(self, member_id: str) -> bool:
         raise RuntimeError("this ledger has no personal-data vault")
