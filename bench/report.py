@@ -16,6 +16,7 @@ from bench.common import ROOT
 TARGETS: dict[str, tuple[str, float]] = {
     "purchases_per_s": (">=", 400.0),
     "ratio": (">=", 0.25),
+    "import_ratio": (">=", 0.5),
     "status_read_p99_ms": ("<=", 20.0),
     "long_history_ratio": ("<=", 1.5),
     "peak_rss_mb": ("<", 300.0),
@@ -27,6 +28,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 SKIPPED_MEMORY = "not measured (--no-memory-phase)"
 SKIPPED_REPLAY = "not measured (--no-replay-phase)"
 SKIPPED_LAG = "not measured (--no-worker-lag)"
+SKIPPED_IMPORT = "not measured (--no-import-phase)"
 
 
 def verdicts(figures: dict[str, Any], skipped: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -53,6 +55,11 @@ def print_table(figures: dict[str, Any], checks: dict[str, dict[str, Any]]) -> N
         ("raw INSERT+COMMIT/s", "raw_inserts_per_s"),
         ("ratio purchases/raw", "ratio"),
         ("raw locked INSERT+COMMIT/s", "raw_locked_inserts_per_s"),
+        ("import purchases/s", "import_purchases_per_s"),
+        ("import records/s", "import_records_per_s"),
+        ("import seconds", "import_seconds"),
+        ("import records rejected", "import_rejected"),
+        ("ratio import purchases/raw", "import_ratio"),
         ("status read p99 ms (under load)", "status_read_p99_ms"),
         ("long-history purchase median ms", "long_purchase_median_ms"),
         ("new-member purchase median ms", "new_purchase_median_ms"),
@@ -109,6 +116,8 @@ def skipped_targets(args: argparse.Namespace) -> dict[str, str]:
         skipped["replay_events_per_s"] = skipped["replay_ratio"] = SKIPPED_REPLAY
     if not args.worker_lag:
         skipped["worker_lag_p99_s"] = SKIPPED_LAG
+    if not args.import_phase:
+        skipped["import_ratio"] = SKIPPED_IMPORT
     return skipped
 
 
@@ -128,6 +137,8 @@ def results(
         "purchase_p99_ms": figures.get("purchase_p99_ms"),
         "raw_inserts_per_s": figures.get("raw_inserts_per_s"),
         "ratio": figures.get("ratio"),
+        "import_purchases_per_s": figures.get("import_purchases_per_s"),
+        "import_ratio": figures.get("import_ratio"),
         "status_read_p99_ms": figures.get("status_read_p99_ms"),
         "long_history_ratio": figures.get("long_history_ratio"),
         "peak_rss_mb": figures.get("peak_rss_mb"),

@@ -25,6 +25,7 @@ from bench.database import (
     redact,
     server_facts,
 )
+from bench.importing import import_phase
 from bench.load import load_phase
 from bench.long_history import long_history_phase
 from bench.memory import memory_phase
@@ -75,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--raw-writers", type=int, default=8, help="concurrent raw writers")
     add("--raw-locked", action=argparse.BooleanOptionalAction, default=True,
         help="also raw INSERT + COMMIT under the event store's table lock")  # fmt: skip
+    add("--import-phase", action=argparse.BooleanOptionalAction, default=True,
+        help="`daifuku import` of a generated history into a database of its own")  # fmt: skip
+    add("--import-members", type=int, default=20_000, help="members of the imported history")
+    add("--import-records", type=int, default=100_000,
+        help="records of the imported history, its members included")  # fmt: skip
+    add("--import-batch", type=int, default=0,
+        help="`daifuku import --batch` (0: the command's default)")  # fmt: skip
     add("--long-events", type=int, default=5000, help="events of the long-history member")
     add("--long-samples", type=int, default=300, help="purchases timed per member kind")
     add("--memory-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -104,6 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "bulk_clients", "raw_scan_page"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.import_members < 1 or args.import_records < args.import_members:
+        parser.error("--import-members must be at least 1 and --import-records at least as many")
+    if args.import_batch < 0:
+        parser.error("--import-batch must not be negative")
     positive = (args.duration, args.raw_duration, args.status_rate, args.lag_interval,
                 args.worker_poll)  # fmt: skip
     if min(positive) <= 0:
@@ -118,6 +130,7 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
 def run_phases(
     args: argparse.Namespace,
     server: Server,
+    admin_url: str,
     url: str,
     key: str,
     run_id: str,
@@ -150,6 +163,19 @@ def run_phases(
         )
         log(f"  locked: {figures['raw_locked_inserts_per_s']} inserts/s; purchases/s over it "
             f"{figures['ratio_to_locked']}")  # fmt: skip
+
+    if args.import_phase:  # beside the raw rate of this run, while the API stands idle
+        phases["import"] = import_phase(args, admin_url)
+        figures.update(
+            {k: v for k, v in phases["import"].items() if not isinstance(v, dict | list)}
+        )
+        figures["import_ratio"] = round(
+            figures["import_purchases_per_s"] / figures["raw_inserts_per_s"], 3
+        )
+        log(f"  import {figures['import_purchases_per_s']} purchases/s "
+            f"({figures['import_records_per_s']} records/s, {figures['import_seconds']} s, "
+            f"{figures['import_rejected']} rejected); over raw inserts/s "
+            f"{figures['import_ratio']}")  # fmt: skip
 
     phases["long_history"] = long_history_phase(args, server, key, run_id)
     rss["long_history"] = server.memory()["per_worker"]
@@ -195,6 +221,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw_writers": args.raw_writers,
         "raw_duration_s": args.raw_duration,
         "raw_locked": args.raw_locked,
+        "import_phase": args.import_phase,
+        "import_members": args.import_members,
+        "import_records": args.import_records,
+        "import_batch": args.import_batch,
         "long_events": args.long_events,
         "long_samples": args.long_samples,
         "memory_phase": args.memory_phase,
@@ -238,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config["server_command"] = " ".join(server.command()[1:])
         log(f"API on 127.0.0.1:{server.port} (workers {server.worker_pids()})")
         try:
-            run_phases(args, server, url, key, run_id, figures, phases)
+            run_phases(args, server, admin_url, url, key, run_id, figures, phases)
         except BenchError as error:
             if not server.running():
                 raise BenchError(f"{error}\nthe API server died:\n{server.log_tail()}") from error
