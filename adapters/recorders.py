@@ -168,4 +168,3 @@ class ProbingSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 )
                 found.update(UUID(row["originator_id"]) for row in c.fetchall())
         return found
-

@@ -15,6 +15,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
+from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
 from adapters.views import MemberStatusView
 from api import (
@@ -108,6 +109,7 @@ def create_app(
     views: MemberStatusView | None = None,
     read_wait_seconds: float = 2.0,
     write_concurrency: int | None = None,
+    import_rejections: Rejections | None = None,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -143,6 +145,7 @@ def create_app(
         metrics=metrics,
         views=views,
         read_wait_seconds=read_wait_seconds,
+        import_rejections=import_rejections or MemoryRejections(),
     )
     app.url_map.converters["id"] = IdConverter
     app.url_map.converters["key_id"] = KeyIdConverter

@@ -10,6 +10,7 @@ from eventsourcing.persistence import PersistenceError
 from flask import Flask
 
 from adapters import upgrade
+from adapters.import_rejections import TableRejections
 from adapters.keys import KeyStore
 from adapters.settings import Settings
 from adapters.vault import Vault
@@ -94,13 +95,16 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
     clock = clock or SystemClock()
     ledger, keys, secret = bootstrap(settings, clock)
     views = None
-    if settings.read_models == "views":
-        try:
+    try:
+        if settings.read_models == "views":
             views = open_member_status_view(ledger.env)
-        except BaseException:
-            ledger.close()
-            keys.close()
-            raise
+        rejections = TableRejections(settings.database)
+    except BaseException:
+        if views is not None:
+            views.close()
+        ledger.close()
+        keys.close()
+        raise
     app = create_app(
         ledger,
         keys,
@@ -110,6 +114,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
         views=views,
         read_wait_seconds=settings.read_wait_seconds,
         write_concurrency=settings.write_concurrency,
+        import_rejections=rejections,
     )
     return app, ledger, keys
 
@@ -121,3 +126,6 @@ def close_app(app: Flask) -> None:
         found.views.close()
     found.ledger.close()
     found.keys.close()
+    close = getattr(found.import_rejections, "close", None)
+    if close is not None:
+        close()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, g
 
+from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
 from adapters.views import MemberStatusView
 from api.metrics import Metrics
@@ -31,6 +32,8 @@ class Backend:
     metrics: Metrics
     views: MemberStatusView | None = None  # None: every read is answered by the ledger
     read_wait_seconds: float = 2.0
+    # What imports refused, so that the same import posted again refuses it again.
+    import_rejections: Rejections = field(default_factory=MemoryRejections)
 
 
 T = TypeVar("T")

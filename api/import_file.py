@@ -175,7 +175,8 @@ def _through(
     records, results, read = imports.parse_lines(lines)
     # The server finds the members of refunds whose orders are in its store.
     planned, _ = plan(records, lambda order_id: "")
-    endpoint = url.rstrip("/") + f"/v1/imports?name={name}&batch={args.batch}"
+    digest = imports.digest_of(lines)
+    endpoint = url.rstrip("/") + f"/v1/imports?name={name}&batch={args.batch}&digest={digest}"
     progress(0, len(planned))
     done = 0
     for start in range(0, len(planned), args.lines_per_request):

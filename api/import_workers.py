@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adapters.import_rejections import TableRejections
 from adapters.settings import Settings
 from api import imports
 from api.bootstrap import bootstrap
 from api.imports import Report, Result
-from domain.imports import Importer, Record, plan
+from domain.imports import Record, plan
 
 DONE = "done"
 
@@ -42,11 +43,22 @@ def run(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Report, list[Result]]:
     """Import ``lines`` with ``workers`` processes (1: in this one)."""
+    digest = imports.digest_of(lines)
     if workers <= 1:
         ledger, keys, _ = bootstrap(settings)
+        rejections = TableRejections(settings.database)
         try:
-            return imports.run(ledger, lines, name, batch_size=batch_size, progress=progress)
+            return imports.run(
+                ledger,
+                lines,
+                name,
+                batch_size=batch_size,
+                progress=progress,
+                rejections=rejections,
+                digest=digest,
+            )
         finally:
+            rejections.close()
             ledger.close()
             keys.close()
     started = time.monotonic()
@@ -56,7 +68,13 @@ def run(
     processes = [
         context.Process(
             target=work,
-            args=([(line, lines[line - 1]) for line in share], name, batch_size, results),
+            args=(
+                [(line, lines[line - 1]) for line in share],
+                name,
+                digest,
+                batch_size,
+                results,
+            ),
             name=f"daifuku-import-{number}",
             daemon=True,
         )
@@ -118,7 +136,7 @@ def _shares(settings: Settings, lines: list[str], workers: int) -> tuple[list[li
         imports.parse_lines(lines)  # raises NotJsonLines when it is not an import at all
     ledger, keys, _ = bootstrap(settings)
     try:
-        planned, unknown = plan(sketches, imports.order_owner(ledger))
+        planned, unknown = plan(sketches, imports.order_owner(ledger), imports.referrer_of(ledger))
     finally:
         ledger.close()
         keys.close()
@@ -135,11 +153,15 @@ def _shares(settings: Settings, lines: list[str], workers: int) -> tuple[list[li
     return shares, read
 
 
-def work(lines: list[tuple[int, str]], name: str, batch_size: int, results: Any) -> None:
+def work(
+    lines: list[tuple[int, str]], name: str, digest: str, batch_size: int, results: Any
+) -> None:
     """A worker: its lines parsed, planned again (the same order), applied in batches."""
     parent = os.getppid()
     try:
-        ledger, keys, _ = bootstrap(Settings.from_environ())
+        settings = Settings.from_environ()
+        ledger, keys, _ = bootstrap(settings)
+        rejections = TableRejections(settings.database)
         try:
             records: list[Record] = []
             rejected: list[Result] = []
@@ -150,13 +172,14 @@ def work(lines: list[tuple[int, str]], name: str, batch_size: int, results: Any)
                 else:
                     rejected.append(found)
             results.put([_fields(r) for r in rejected])
-            planned, unknown = plan(records, imports.order_owner(ledger))
-            results.put([_fields(imports.result_of(outcome)) for outcome in unknown])
-            for outcomes in Importer(ledger, name, batch_size).run(planned):
-                results.put([_fields(imports.result_of(outcome)) for outcome in outcomes])
+            for found_results in imports.apply_records(
+                ledger, records, name, digest, rejections, batch_size=batch_size
+            ):
+                results.put([_fields(r) for r in found_results])
                 if os.getppid() != parent:
                     return  # the import was stopped: what is saved stays
         finally:
+            rejections.close()
             ledger.close()
             keys.close()
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it

@@ -6,10 +6,11 @@ Used by ``POST /v1/imports`` (one batch of up to 10,000 lines) and by ``daifuku 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,14 +18,16 @@ from typing import Any
 from flask import Flask, Response, request
 from marshmallow import Schema, ValidationError, fields, validate
 
+from adapters.import_rejections import MemoryRejections, Rejections
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import caller, ledger
+from api.context import backend, caller, ledger
 from api.problems import Problem, domain_problem, flatten, invalid_problem, problem_body
 from api.schemas import IMPORT_KINDS, IMPORT_SCHEMAS, Identifier
 from domain.actors import Actor
 from domain.imports import APPLIED, PRESENT, REJECTED, Importer, Outcome, Record, plan
 from domain.ledger import Ledger
+from domain.members import Member, member_uuid
 
 MAX_LINES = 10_000
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -171,13 +174,18 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[Record], list[Result], int]:
             records.append(found)
         else:
             rejected.append(Result(**{**found.__dict__, "text": text.rstrip("\n")}))
-    if read and not records and all(r.kind is None for r in rejected):
+    if read and not records and all(_not_an_object(r) for r in rejected):
         first = rejected[0].problem or {}
         raise NotJsonLines(
             f"no line is a JSON object (line {rejected[0].line}: {first.get('detail')}); "
             "an import is JSON Lines, one record a line"
         )
     return records, rejected, read
+
+
+def _not_an_object(result: Result) -> bool:
+    """A line refused before its kind was looked at: not JSON, or not an object."""
+    return result.problem is not None and result.problem.get("status") == 400
 
 
 def result_of(outcome: Outcome) -> Result:
@@ -195,6 +203,70 @@ def order_owner(ledger: Ledger) -> Callable[[str], str | None]:
     return owner
 
 
+def referrer_of(ledger: Ledger) -> Callable[[list[str]], dict[str, str]]:
+    """The referrers of members enrolled before, by member: a referral is recorded with the
+    enrolment (the referee's second event), so two small reads per member at most."""
+
+    def referrers(member_ids: list[str]) -> dict[str, str]:
+        uids = {member_uuid(member_id): member_id for member_id in member_ids}
+        found: dict[str, str] = {}
+        for uid in ledger.existing(list(uids)):
+            for event in ledger.events.get(uid, lte=2):
+                if isinstance(event, Member.ReferredBy):
+                    found[uids[uid]] = event.referrer_id
+        return found
+
+    return referrers
+
+
+def digest_of(lines: list[str]) -> str:
+    """The input's digest: a run of the same input recalls what earlier runs refused."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def rejections_of(ledger: Ledger) -> Rejections:
+    """The refusals kept beside an in-memory ledger (tests); a real store passes its table."""
+    kept: Rejections | None = getattr(ledger, "_import_rejections", None)
+    if kept is None:
+        kept = MemoryRejections()
+        ledger._import_rejections = kept  # type: ignore[attr-defined]
+    return kept
+
+
+def apply_records(
+    ledger: Ledger,
+    records: list[Record],
+    name: str,
+    digest: str,
+    rejections: Rejections,
+    actor: Actor | None = None,
+    batch_size: int = 250,
+) -> Iterator[list[Result]]:
+    """Apply parsed records: the results of each batch once it is saved (the first: the
+    records an earlier run of this input refused, and those no order can be found for)."""
+    recalled = rejections.recalled(name, digest)
+    fresh = [r for r in records if r.line not in recalled]
+    first = [
+        Result(r.line, REJECTED, r.kind, r.id, recalled[r.line])
+        for r in records
+        if r.line in recalled
+    ]
+    planned, unplaceable = plan(fresh, order_owner(ledger), referrer_of(ledger))
+    first.extend(result_of(outcome) for outcome in unplaceable)
+    _remember(rejections, name, digest, first)
+    yield first
+    for outcomes in Importer(ledger, name, batch_size, actor).run(planned):
+        results = [result_of(outcome) for outcome in outcomes]
+        _remember(rejections, name, digest, results)
+        yield results
+
+
+def _remember(rejections: Rejections, name: str, digest: str, results: list[Result]) -> None:
+    refused = [(r.line, r.problem) for r in results if r.status == REJECTED and r.problem]
+    if refused:
+        rejections.remember(name, digest, refused)
+
+
 def run(
     ledger: Ledger,
     lines: Iterable[str],
@@ -202,23 +274,32 @@ def run(
     actor: Actor | None = None,
     batch_size: int = 250,
     progress: Callable[[int, int], None] | None = None,
+    rejections: Rejections | None = None,
+    digest: str | None = None,
 ) -> tuple[Report, list[Result]]:
     """Import ``lines`` into ``ledger``: the report and one result per non-blank line, in
-    line order. Records already in the ledger are counted as present; running it again after
-    an interruption applies what was not applied."""
+    line order. Records already in the ledger are counted as present, and the records an
+    earlier run of the same input refused are refused again: running it again after an
+    interruption applies what was not applied, and nothing else."""
     started = time.monotonic()
+    lines = list(lines)
     records, results, read = parse_lines(lines)
-    planned, unplaceable = plan(records, order_owner(ledger))
-    results.extend(result_of(outcome) for outcome in unplaceable)
-    importer = Importer(ledger, name, batch_size, actor)
     done = 0
     if progress is not None:
-        progress(0, len(planned))
-    for outcomes in importer.run(planned):
-        results.extend(result_of(outcome) for outcome in outcomes)
-        done += len(outcomes)
+        progress(0, len(records))
+    for found in apply_records(
+        ledger,
+        records,
+        name,
+        digest or digest_of(lines),
+        rejections or rejections_of(ledger),
+        actor,
+        batch_size,
+    ):
+        results.extend(found)
+        done += len(found)
         if progress is not None:
-            progress(done, len(planned))
+            progress(done, len(records))
     results.sort(key=lambda r: r.line)
     report = Report(name, read, time.monotonic() - started)
     for result in results:
@@ -233,6 +314,14 @@ class ImportQuery(Schema):
     name = Identifier(
         load_default="api",
         metadata={"description": "the import's name, in each event's cause import:<name>:<line>"},
+    )
+    digest = fields.String(
+        validate=validate.Regexp(r"^[0-9a-f]{64}$", error="must be 64 hex digits"),
+        metadata={
+            "description": "SHA-256 of the whole input this batch is part of (sent by `daifuku "
+            "import --url`; default: of this body): the records an earlier batch of the same "
+            "input refused are refused again"
+        },
     )
     batch = fields.Integer(
         load_default=250,
@@ -286,7 +375,15 @@ def import_records(query: dict[str, Any]) -> Response:
     who = caller()
     actor = Actor.importer(query["name"], key_id=who.key_id)
     try:
-        _, results = run(ledger(), lines, query["name"], actor, query["batch"])
+        _, results = run(
+            ledger(),
+            lines,
+            query["name"],
+            actor,
+            query["batch"],
+            rejections=backend().import_rejections,
+            digest=query.get("digest"),
+        )
     except NotJsonLines as error:
         raise Problem(400, str(error)) from None
     body = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in results)

@@ -113,6 +113,8 @@ def _run_import(
                "--report-json", str(report_path), "--rejects", str(rejects_path)]  # fmt: skip
     if args.import_batch:
         command += ["--batch", str(args.import_batch)]
+    if args.import_workers:
+        command += ["--workers", str(args.import_workers)]
     # DAIFUKU_READ_MODELS stays as it is: a direct import writes the ledger only, no view.
     env = {
         **os.environ,

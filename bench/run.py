@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="records of the imported history, its members included")  # fmt: skip
     add("--import-batch", type=int, default=0,
         help="`daifuku import --batch` (0: the command's default)")  # fmt: skip
+    add("--import-workers", type=int, default=0,
+        help="`daifuku import --workers` (0: the command's default)")  # fmt: skip
     add("--long-events", type=int, default=5000, help="events of the long-history member")
     add("--long-samples", type=int, default=300, help="purchases timed per member kind")
     add("--memory-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -114,8 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.import_members < 1 or args.import_records < args.import_members:
         parser.error("--import-members must be at least 1 and --import-records at least as many")
-    if args.import_batch < 0:
-        parser.error("--import-batch must not be negative")
+    if args.import_batch < 0 or args.import_workers < 0:
+        parser.error("--import-batch and --import-workers must not be negative")
     positive = (args.duration, args.raw_duration, args.status_rate, args.lag_interval,
                 args.worker_poll)  # fmt: skip
     if min(positive) <= 0:
@@ -225,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "import_members": args.import_members,
         "import_records": args.import_records,
         "import_batch": args.import_batch,
+        "import_workers": args.import_workers,
         "long_events": args.long_events,
         "long_samples": args.long_samples,
         "memory_phase": args.memory_phase,

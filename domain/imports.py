@@ -59,17 +59,22 @@ class Outcome:
 
 
 def plan(
-    records: Iterable[Record], order_owner: Callable[[str], str | None]
+    records: Iterable[Record],
+    order_owner: Callable[[str], str | None],
+    referrer_of: Callable[[list[str]], dict[str, str]] | None = None,
 ) -> tuple[list[Record], list[Outcome]]:
     """The records in the order they are applied, and the refunds whose order is neither in
-    the records nor in the store (``order_owner`` finds an order's member there).
+    the records nor in the store (``order_owner`` finds an order's member there;
+    ``referrer_of`` the referrers of members enrolled before, by member).
 
     Each record is applied at its own time, or at the time of the record it depends on when
-    that is later (a purchase dated before its enrolment, a refund before its purchase): such a
-    record is late, and follows the late-order rule. Members linked by a referral are applied
-    together, in time order, since a referee's enrolment, purchases and refunds change its
-    referrer's ledger at their own times; otherwise all of a member's records are applied
-    together, which keeps each member loaded once.
+    that is later (a purchase dated before its enrolment, a refund before its purchase, a
+    friend's enrolment before its referrer's): such a record is late, and follows the
+    late-order rule. Members linked by a referral are applied together, in time order, since
+    a referee's enrolment, purchases and refunds change its referrer's ledger at their own
+    times (whether the link is in these records or in the store, from an earlier import);
+    otherwise all of a member's records are applied together, which keeps each member loaded
+    once.
     """
     records = list(records)
     members = {r.id: r for r in records if r.kind == "member"}
@@ -90,8 +95,19 @@ def plan(
             record.member_id = record.data["member_id"]
     kept = [r for r in records if r.member_id is not None]
 
-    # Members linked by referral codes given in the records form one group.
+    # Members linked by referral codes given in the records, or recorded before, form one group.
     code_owner = {referral_code_for(member_id): member_id for member_id in members}
+    referrer: dict[str, str] = {}
+    for member in members.values():
+        code = member.data.get("referral_code")
+        found = code_owner.get(normal_code(code) or "") if code else None
+        if found is not None and found != member.id:
+            referrer[member.id] = found
+    if referrer_of is not None:
+        enrolled_before = sorted(
+            {r.member_id for r in kept if r.member_id is not None and r.member_id not in members}
+        )
+        referrer.update(referrer_of(enrolled_before))
     group: dict[str, str] = {}
 
     def root(member_id: str) -> str:
@@ -100,22 +116,26 @@ def plan(
             member_id = parent
         return member_id
 
-    for member in members.values():
-        code = member.data.get("referral_code")
-        referrer = code_owner.get(normal_code(code) or "") if code else None
-        if referrer is not None and referrer != member.id:
-            group[root(member.id)] = root(referrer)
+    for referee, referred_by in referrer.items():
+        if root(referee) != root(referred_by):
+            group[root(referee)] = root(referred_by)
 
     # A record is applied no earlier than what it depends on.
-    def enrolled(member_id: str) -> datetime | None:
-        found = members.get(member_id)
-        return None if found is None else found.key
+    keys: dict[str, datetime] = {}
 
-    for member in sorted(members.values(), key=lambda r: (r.at, r.line)):
-        code = member.data.get("referral_code")
-        referrer = code_owner.get(normal_code(code) or "") if code else None
-        after = enrolled(referrer) if referrer is not None and referrer != member.id else None
-        member.key = member.at if after is None else max(member.at, after)
+    def enrolled(member_id: str, seen: frozenset[str] = frozenset()) -> datetime | None:
+        """When the member's enrolment is applied: at its time, or its referrer's if later."""
+        found = members.get(member_id)
+        if found is None:
+            return None
+        if member_id not in keys:
+            by = referrer.get(member_id)
+            after = None if by is None or by in seen else enrolled(by, seen | {member_id})
+            keys[member_id] = found.at if after is None else max(found.at, after)
+        return keys[member_id]
+
+    for member in members.values():
+        member.key = enrolled(member.id)
     for record in kept:
         if record.kind in ("purchase", "redemption"):
             assert record.member_id is not None
@@ -125,6 +145,8 @@ def plan(
         if record.kind == "refund":
             bought = purchases.get(record.data["order_id"])
             after = None if bought is None else bought.key
+            if after is None and record.member_id is not None:
+                after = enrolled(record.member_id)
             record.key = record.at if after is None else max(record.at, after)
 
     first: dict[str, int] = {}
@@ -134,8 +156,8 @@ def plan(
         first.setdefault(record.group, record.line)
 
     def order(record: Record) -> tuple[int, datetime, int, int]:
-        assert record.member_id is not None and record.key is not None
-        return (first[root(record.member_id)], record.key, RANK[record.kind], record.line)
+        assert record.group is not None and record.key is not None
+        return (first[record.group], record.key, RANK[record.kind], record.line)
 
     return sorted(kept, key=order), rejected
 
@@ -371,8 +393,8 @@ class _Batch:
                 cause,
                 imported=True,
             )
-            _, created = purchase(member, now, partner)
             key = ("order", record.id)
+            created = self._taking(key, member.member_id, purchase, member, now, partner)
         elif record.kind == "refund":
             order_id = data["order_id"]
             if order_id not in member.purchases:
@@ -387,12 +409,30 @@ class _Batch:
             redemption = self.ledger.redemption_command(
                 record.id, data.get("reward"), data.get("points"), cause, record.at
             )
-            _, created = redemption(member, now, None)
             key = ("redemption", record.id)
+            created = self._taking(key, member.member_id, redemption, member, now, None)
         if created:
             self.keys[key] = (member.member_id, index)
             self.created.append(Ownership.record(*key, member.member_id, now, cause))
         return created
+
+    def _taking(
+        self,
+        key: tuple[str, str],
+        member_id: str,
+        command: Any,
+        member: Member,
+        now: datetime,
+        partner: Member | None,
+    ) -> bool:
+        """Run a command that takes ``key`` for the member: refused, it answers as a single
+        request does, a conflict when another member holds the key, whatever else failed."""
+        try:
+            _, created = command(member, now, partner)
+        except DomainError:
+            self.ledger.writes.check_owner(*key, member_id)
+            raise
+        return bool(created)
 
     def _enrol(self, record: Record, now: datetime, cause: Cause) -> bool:
         data = record.data

@@ -1,7 +1,6 @@
-"""Defects of the import found while testing it (issue 12), each as the rule it breaks.
-
-Marked xfail(strict=True): each fails today, and turns into an error the day it is fixed, so
-the mark goes with the fix.
+"""Defects of the import found while testing it (issue 12), each as the rule it kept breaking:
+a second run of the same file changed what the first recorded, the order of referral-linked
+members was lost across inputs, and a taken redemption id answered another problem than 409.
 """
 
 from __future__ import annotations
@@ -74,21 +73,25 @@ SECOND_RUN_CASES = {
         redemption("x-1", "c-1", 50, "2024-01-10T10:00:00+00:00"),
         purchase("o-2", "c-1", "10.00", "2024-06-01T10:00:00+00:00"),
     ],
-    # The friend enrolled (2024-01-01) before the member whose code it names (2024-05-01) is
-    # refused (no such code yet); the second run finds the code and enrols it.
-    "a friend enrolled before its referrer": [
-        member("ref", "2024-05-01T10:00:00+00:00"),
-        member("friend", "2024-01-01T10:00:00+00:00", code_of="ref"),
-    ],
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain/imports.py: a record refused in a run is applied by the next run of the same "
-    "file, late (at the member's later business time), so a second run, or a run resumed "
-    "after an interruption, changes what one run recorded",
-)
+def test_a_friend_enrolled_before_its_referrer_enrols_late_in_the_first_run() -> None:
+    # The friend's enrolment (2024-01-01) names the code of a member enrolled on 2024-05-01:
+    # it is applied once the referrer is, as a late record, and a second run finds it present.
+    records = [
+        member("ref", "2024-05-01T10:00:00+00:00"),
+        member("friend", "2024-01-01T10:00:00+00:00", code_of="ref"),
+    ]
+    ledger = fresh()
+    _, first = imports.run(ledger, lines(records), "friend")
+    assert [r.status for r in first] == ["applied", "applied"]
+    referred = ledger.referrals("ref")
+    assert [r.referee_id for r in referred] == ["friend"]
+    _, second = imports.run(ledger, lines(records), "friend")
+    assert [r.status for r in second] == ["present", "present"]
+
+
 @pytest.mark.parametrize("records", SECOND_RUN_CASES.values(), ids=SECOND_RUN_CASES)
 def test_a_second_run_records_nothing_the_first_refused(records: list[dict[str, Any]]) -> None:
     ledger = fresh()
@@ -118,14 +121,6 @@ def test_a_referrers_reward_counts_for_what_it_redeems_after_the_window() -> Non
     assert found["ann"]["points"]["redeemed"] == 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain/imports.py plan() links members by the referral codes of the member records "
-    "in the same input only: the orders of members imported before (a members file, then an "
-    "orders file; or `daifuku import --url` when a request starts inside a referral group) "
-    "are applied member by member, not in time order, so ann's redemption comes before "
-    "bob's purchase that earned her the points, and is refused",
-)
 def test_records_of_members_imported_before_keep_the_time_order_of_their_referrals() -> None:
     one_file = statuses_of(REFERRAL, [0, 1, 2, 3])
     members_then_orders = statuses_of(REFERRAL, [0, 1], [2, 3])
@@ -136,15 +131,7 @@ def test_records_of_members_imported_before_keep_the_time_order_of_their_referra
     "batch",
     [
         250,
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="domain/imports.py: a redemption id another member took in an earlier "
-                "batch is found only at the save; a redemption refused first (too few "
-                "points) answers that instead of the 409 a single request answers",
-            ),
-        ),
+        1,
     ],
 )
 def test_a_redemption_id_of_another_member_is_a_conflict_as_in_a_single_request(
