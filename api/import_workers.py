@@ -13,9 +13,12 @@ workers parse their lines with the single requests' schemas and say why a line i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +31,7 @@ from api.imports import Report, Result
 from domain.imports import Record, plan
 
 DONE = "done"
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerFailed(Exception):
@@ -74,6 +78,7 @@ def run(
                 digest,
                 batch_size,
                 results,
+                os.getpid(),
             ),
             name=f"daifuku-import-{number}",
             daemon=True,
@@ -154,10 +159,15 @@ def _shares(settings: Settings, lines: list[str], workers: int) -> tuple[list[li
 
 
 def work(
-    lines: list[tuple[int, str]], name: str, digest: str, batch_size: int, results: Any
+    lines: list[tuple[int, str]],
+    name: str,
+    digest: str,
+    batch_size: int,
+    results: Any,
+    parent: int,
 ) -> None:
     """A worker: its lines parsed, planned again (the same order), applied in batches."""
-    parent = os.getppid()
+    _die_with(parent)
     try:
         settings = Settings.from_environ()
         ledger, keys, _ = bootstrap(settings)
@@ -186,6 +196,18 @@ def work(
         results.put(f"an import worker failed: {error}")
     finally:
         results.put(DONE)
+
+
+def _die_with(parent: int) -> None:
+    """A worker stops at once when the import's process dies, SIGKILL included (Linux: the
+    kernel sends it SIGKILL too); elsewhere it stops after its batch in hand."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the import died while this worker was starting
+        os._exit(1)
 
 
 def _fields(result: Result) -> tuple[Any, ...]:
