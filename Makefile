@@ -24,8 +24,11 @@ format: $(BIN)/daifuku
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The suite on as many processes as there are cores, up to 4 (TEST_PROCESSES=0: in this one).
+TEST_PROCESSES ?= auto
+
 test: lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --maxprocesses 4 $(PYTEST_ARGS)
 
 bench: $(BIN)/daifuku
 	$(BIN)/python -m bench.run
