@@ -196,11 +196,7 @@ def _through(
             )
         done += len(chunk)
         progress(done, len(planned))
-    results.sort(key=lambda r: r.line)
-    report = Report(name, read, time.monotonic() - started)
-    for result in results:
-        report.add(result)
-    return report, results
+    return Report.of(name, read, started, results), results
 
 
 def _post(endpoint: str, key: str, body: bytes) -> Iterator[dict[str, Any]]:

@@ -116,11 +116,7 @@ def run(
             if process.is_alive():
                 process.terminate()
                 process.join()
-    found.sort(key=lambda r: r.line)
-    report = Report(name, read, time.monotonic() - started)
-    for result in found:
-        report.add(result)
-    return report, found
+    return Report.of(name, read, started, found), found
 
 
 def _shares(settings: Settings, lines: list[str], workers: int) -> tuple[list[list[int]], int]:

@@ -78,6 +78,15 @@ class Report:
     seconds: float = 0.0
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, status)
 
+    @classmethod
+    def of(cls, name: str, read: int, started: float, results: list[Result]) -> Report:
+        """The report of a run begun at ``started`` (monotonic); sorts ``results`` by line."""
+        results.sort(key=lambda r: r.line)
+        report = cls(name, read, time.monotonic() - started)
+        for result in results:
+            report.add(result)
+        return report
+
     def add(self, result: Result) -> None:
         self.counts[(result.kind or "unknown", result.status)] += 1
 
@@ -300,11 +309,7 @@ def run(
         done += len(found)
         if progress is not None:
             progress(done, len(records))
-    results.sort(key=lambda r: r.line)
-    report = Report(name, read, time.monotonic() - started)
-    for result in results:
-        report.add(result)
-    return report, results
+    return Report.of(name, read, started, results), results
 
 
 # The endpoint.

@@ -367,7 +367,8 @@ class _Batch:
     def _cause(self, record: Record) -> Cause:
         return Cause(f"import:{self.importer.name}:{record.line}", self.importer.actor)
 
-    def _take(self, kind: str, key: str, member_id: str, index: int) -> None:
+    def _take(self, kind: str, key: str, member_id: str) -> None:
+        """A key another member took earlier in this batch is a conflict."""
         held = self.keys.get((kind, key))
         if held is not None and held[0] != member_id:
             raise Conflict(f"{kind} {key!r} belongs to another member", "member_id")
@@ -381,7 +382,7 @@ class _Batch:
         partner_id = referrals.open_referrer(member)
         partner = None if partner_id is None else self._existing(partner_id)
         if record.kind == "purchase":
-            self._take("order", record.id, member.member_id, index)
+            self._take("order", record.id, member.member_id)
             items = data.get("items")
             purchase = self.ledger.purchase_command(
                 record.id,
@@ -405,7 +406,7 @@ class _Batch:
             _, created = refund(member, now, partner)
             return created
         else:
-            self._take("redemption", record.id, member.member_id, index)
+            self._take("redemption", record.id, member.member_id)
             redemption = self.ledger.redemption_command(
                 record.id, data.get("reward"), data.get("points"), cause, record.at
             )

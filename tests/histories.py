@@ -34,6 +34,54 @@ TIME_FIELD = {
 }
 
 
+# Import records, as a shop's export would hold them.
+
+
+def member(
+    member_id: str, enrolled_at: str = "2023-04-01T10:00:00+09:00", code_of: str | None = None
+) -> dict[str, Any]:
+    record = {
+        "kind": "member",
+        "member_id": member_id,
+        "email": f"{member_id}@example.com",
+        "enrolled_at": enrolled_at,
+    }
+    if code_of is not None:
+        record["referral_code"] = referral_code_for(code_of)
+    return record
+
+
+def purchase(order_id: str, member_id: str, amount: str, occurred_at: str) -> dict[str, Any]:
+    return {
+        "kind": "purchase",
+        "order_id": order_id,
+        "member_id": member_id,
+        "amount": amount,
+        "currency": "USD",
+        "occurred_at": occurred_at,
+    }
+
+
+def refund(refund_id: str, order_id: str, amount: str, occurred_at: str) -> dict[str, Any]:
+    return {
+        "kind": "refund",
+        "order_id": order_id,
+        "refund_id": refund_id,
+        "amount": amount,
+        "occurred_at": occurred_at,
+    }
+
+
+def redemption(redemption_id: str, member_id: str, points: int, at: str) -> dict[str, Any]:
+    return {
+        "kind": "redemption",
+        "member_id": member_id,
+        "redemption_id": redemption_id,
+        "points": points,
+        "occurred_at": at,
+    }
+
+
 def in_memory(now: datetime) -> tuple[Ledger, FixedClock]:
     """A fresh ledger on the in-memory store, and its clock (at ``now``)."""
     clock = FixedClock(now)

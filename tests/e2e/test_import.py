@@ -20,50 +20,19 @@ from domain.clock import FixedClock
 from tests.e2e.assertions import assert_problem
 from tests.e2e.conftest import Server
 from tests.e2e.test_revocation_processes import call, serving
-from tests.histories import lines, member_ids, shop_history, statuses
+from tests.histories import (
+    lines,
+    member,
+    member_ids,
+    purchase,
+    redemption,
+    refund,
+    shop_history,
+    statuses,
+)
 
 NDJSON = "application/x-ndjson"
 PROBLEMS = "https://daifuku.dev/problems/"
-
-
-def member(member_id: str, enrolled_at: str = "2023-04-01T10:00:00+09:00") -> dict[str, Any]:
-    return {
-        "kind": "member",
-        "member_id": member_id,
-        "email": f"{member_id}@example.com",
-        "enrolled_at": enrolled_at,
-    }
-
-
-def purchase(order_id: str, member_id: str, amount: str, occurred_at: str) -> dict[str, Any]:
-    return {
-        "kind": "purchase",
-        "order_id": order_id,
-        "member_id": member_id,
-        "amount": amount,
-        "currency": "USD",
-        "occurred_at": occurred_at,
-    }
-
-
-def refund(refund_id: str, order_id: str, amount: str, occurred_at: str) -> dict[str, Any]:
-    return {
-        "kind": "refund",
-        "order_id": order_id,
-        "refund_id": refund_id,
-        "amount": amount,
-        "occurred_at": occurred_at,
-    }
-
-
-def redemption(redemption_id: str, member_id: str, points: int, at: str) -> dict[str, Any]:
-    return {
-        "kind": "redemption",
-        "member_id": member_id,
-        "redemption_id": redemption_id,
-        "points": points,
-        "occurred_at": at,
-    }
 
 
 HISTORY = [

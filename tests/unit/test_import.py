@@ -13,47 +13,21 @@ import pytest
 from api import imports
 from api.problems import domain_problem
 from domain.ledger import Ledger
-from domain.members import referral_code_for
-from tests.histories import in_memory, lines, post_one_by_one, statuses
+from tests.histories import (
+    in_memory,
+    lines,
+    member,
+    post_one_by_one,
+    purchase,
+    redemption,
+    statuses,
+)
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def fresh() -> Ledger:
     return in_memory(NOW)[0]
-
-
-def member(member_id: str, enrolled_at: str, code_of: str | None = None) -> dict[str, Any]:
-    record = {
-        "kind": "member",
-        "member_id": member_id,
-        "email": f"{member_id}@example.com",
-        "enrolled_at": enrolled_at,
-    }
-    if code_of is not None:
-        record["referral_code"] = referral_code_for(code_of)
-    return record
-
-
-def purchase(order_id: str, member_id: str, amount: str, occurred_at: str) -> dict[str, Any]:
-    return {
-        "kind": "purchase",
-        "order_id": order_id,
-        "member_id": member_id,
-        "amount": amount,
-        "currency": "USD",
-        "occurred_at": occurred_at,
-    }
-
-
-def redemption(redemption_id: str, member_id: str, points: int, at: str) -> dict[str, Any]:
-    return {
-        "kind": "redemption",
-        "member_id": member_id,
-        "redemption_id": redemption_id,
-        "points": points,
-        "occurred_at": at,
-    }
 
 
 def statuses_of(records: list[dict[str, Any]], *files: list[int]) -> dict[str, Any]:
