@@ -23,7 +23,17 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from adapters.background import BackgroundLoop
-from adapters.views import VIEW_NAME, MemberStatusRow, MemberStatusView, PurchaseRow, plain
+from adapters.views import (
+    VIEW_NAME,
+    MemberStatusRow,
+    MemberStatusView,
+    PurchaseRow,
+    Refresh,
+    frequency_key,
+    last_day_key,
+    plain,
+)
+from domain import analytics, value
 from domain.ledger import Ledger
 from domain.members import MadeReferral, Member, MemberStatus, Purchase, Terms, member_uuid
 from domain.program import PROGRAM_ID, Program
@@ -38,6 +48,8 @@ REPLAY_PAGE = 20_000  # events read and decoded at a time by a rebuild
 REPLAY_ROWS_EVERY = 100_000
 PROGRAM_TOPICS = [get_topic(Program.Started), get_topic(Program.Published)]
 PROJECTED = (f"{get_topic(Member)}.", f"{get_topic(Program)}.")  # the topics a view reads
+REFRESH_PAGE = 500  # rows refreshed per transaction
+REFRESH_MOST = 5_000  # rows refreshed before the worker reads the log again
 
 
 class Shapes(Protocol):
@@ -196,6 +208,21 @@ class MemberStatusProjection(Projection[MemberStatusView]):
             )
         return members, purchases
 
+    def member_at(self, uid: UUID, version: int) -> Member:
+        """The member at ``version``: the copy in memory if it is that one, else loaded."""
+        cached = self._members.get(uid)
+        if cached is not None and cached.version == version:
+            return cached
+        member: Member = self.ledger.repository.get(uid, version=version)
+        return member
+
+    def terms_of(self, version: int) -> Terms:
+        terms = self._terms.get(version)
+        if terms is None:
+            program: Program = self.ledger.repository.get(PROGRAM_ID)
+            terms = self._terms[version] = Terms(version, program.at_version(version).rules)
+        return terms
+
     def _fold_member(self, event: Any) -> Member:
         """The member right after ``event``: the cached copy moved on, or loaded at that version."""
         uid: UUID = event.originator_id
@@ -353,22 +380,88 @@ class ProjectionWorker:
                     wait([writing])
         return done
 
+    def refresh(self, now: datetime | None = None, most: int = REFRESH_MOST) -> int:
+        """Recompute the counters of the rows that time alone changed by ``now`` (a lot
+        matured, a stage threshold passed, a guarantee window closed): the summary's totals
+        then hold at ``now`` without a read folding anything. At most ``most`` rows a call (the
+        worker goes back to the log in between); how many were refreshed."""
+        moment = now or self.ledger.clock.now()
+        view = self.projection.view
+        done = 0
+        while done < most:
+            due = view.due_rows(moment, min(REFRESH_PAGE, most - done))
+            if not due:
+                break
+            refreshes = []
+            for row in due:
+                member = self.projection.member_at(member_uuid(row.member_id), row.version)
+                terms = self.projection.terms_of(row.program_version)
+                counters, refresh_at = figures(member, moment, terms)
+                refreshes.append(
+                    Refresh(row.member_id, row.version, row.refresh_at, counters, refresh_at)
+                )
+            written = view.refresh(refreshes)
+            done += len(due)
+            if written < len(due):  # some rows moved on meanwhile: the next pass sees them
+                break
+        return done
+
     def run(
         self,
         stop: threading.Event,
         poll_seconds: float = 0.2,
         progress: ProgressReport | None = None,
     ) -> None:
-        """Catch up, then follow the log until ``stop`` is set."""
+        """Catch up, refresh what time changed, then follow the log until ``stop`` is set."""
         while not stop.is_set():
-            if self.catch_up(progress=progress, stop=stop) == 0:
+            caught_up = self.catch_up(progress=progress, stop=stop)
+            refreshed = self.refresh()
+            if caught_up == 0 and refreshed == 0:
                 stop.wait(poll_seconds)
+
+
+def figures(
+    member: Member, moment: datetime, terms: Terms
+) -> tuple[dict[str, int], datetime | None]:
+    """What ``member`` adds to the analytics' totals at ``moment`` (its summary counters and
+    its place in the value histograms), and the first later instant at which that may change
+    with time alone (a status change falling due, a guarantee window closing)."""
+    promises = member.promises()
+    found = analytics.contribution(
+        member.status(moment, terms).holding(),
+        promises,
+        [made.steps() for made in member.referrals.values()],
+        moment,
+        terms.rules.currency,
+    )
+    facts = member.value_facts()
+    if facts.purchases:
+        net = analytics.scaled(value.net_contribution(facts, terms.rules.point_value))
+        assert facts.last_purchase_at is not None
+        found["buyers"] = 1
+        if net:
+            found["net"] = net
+        if net < 0:
+            found["negative"] = 1
+        found[frequency_key(facts.purchases)] = 1
+        found[last_day_key(facts.last_purchase_at)] = 1
+    changes = [
+        moment
+        for moment in (
+            member.status_changes_at(moment, terms),
+            analytics.window_closes_at(promises, moment),
+        )
+        if moment is not None
+    ]
+    return found, min(changes) if changes else None
 
 
 def member_row(member: Member, entry: Touched, shapes: Shapes) -> MemberStatusRow:
     """The row of ``member`` as of its latest event at ``entry.moment``."""
     moment, terms = entry.moment, entry.terms
     future = member.projected(moment, terms)  # rewards due by then read as given, as live
+    counters, refresh_at = figures(member, moment, terms)
+    facts = member.value_facts()
     return MemberStatusRow(
         member_id=member.member_id,
         status=shapes.status(future.status(moment, terms)),
@@ -382,7 +475,11 @@ def member_row(member: Member, entry: Touched, shapes: Shapes) -> MemberStatusRo
         )
         if future.referral_order
         else [],
-        value=member.value_facts().to_dict(),
+        value=facts.to_dict(),
+        figures=counters,
+        refresh_at=refresh_at,
+        net_key=analytics.scaled(value.net_contribution(facts, terms.rules.point_value)),
+        last_purchase_at=facts.last_purchase_at,
     )
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -28,13 +30,37 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
+from domain.analytics import difference
+
 VIEW_NAME = "member_status"
 PURCHASES = "purchase_view"
 TRACKING_TABLE = f"{VIEW_NAME}_tracking"  # what the library's PostgreSQL factory names it
 MIGRATION = "__migration__"  # the library's marker row in a single-row tracking table
+TOTALS = f"{VIEW_NAME}_totals"
 # A column the current shape has and every earlier one lacked: without it the views are rebuilt.
-# (``personal_data``: since the status rows hold the email and name sealed, not in plain text.)
-SHAPE_MARKER = "personal_data"
+# (``refresh_at``: since the rows keep the analytics' counters and the totals table sums them.)
+SHAPE_MARKER = "refresh_at"
+# The totals table keeps three kinds of counters: the summary's, and two histograms of the
+# members with purchases (by number of purchases, by day of the last one) that rank them.
+SUMMARY, FREQUENCY, LAST_DAY = "s", "f", "l"
+DAY = timedelta(days=1)
+CHUNK = 500  # members per statement where SQLite binds each one
+
+
+def kind_of(key: str) -> str:
+    if key.startswith("freq:"):
+        return FREQUENCY
+    if key.startswith("last:"):
+        return LAST_DAY
+    return SUMMARY
+
+
+def frequency_key(purchases: int) -> str:
+    return f"freq:{purchases:010d}"  # zero-padded: the keys sort as the numbers do
+
+
+def last_day_key(moment: datetime) -> str:
+    return f"last:{moment.astimezone(UTC).date().isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,13 @@ class MemberStatusRow:
     valid_until: datetime | None = None
     referrals: list[dict[str, Any]] = field(default_factory=list)
     value: dict[str, Any] = field(default_factory=dict)  # the member's customer-value facts
+    # What the member adds to the totals as of ``updated_at`` (domain.analytics.contribution,
+    # plus its place in the value histograms), and the instant from which that may change with
+    # time alone (``refresh_at``: the worker's time-driven refresh recomputes it then).
+    figures: dict[str, int] = field(default_factory=dict)
+    refresh_at: datetime | None = None
+    net_key: int = 0  # net contribution in millionths: the value page's order
+    last_purchase_at: datetime | None = None
 
     @property
     def personal_data(self) -> str:
@@ -61,12 +94,68 @@ class MemberStatusRow:
             self.valid_until is None or moment < self.valid_until
         )
 
+    @property
+    def buyer(self) -> int:
+        return 1 if self.figures.get("buyers") else 0
+
 
 @dataclass(frozen=True)
 class PurchaseRow:
     order_id: str
     member_id: str
     purchase: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DueRow:
+    """A row whose counters may have changed with time alone since they were computed."""
+
+    member_id: str
+    version: int
+    program_version: int
+    refresh_at: datetime
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """A due row's counters recomputed at a later instant (written only if the row is still
+    the one they were computed from: the same version and refresh instant)."""
+
+    member_id: str
+    version: int
+    was: datetime
+    figures: dict[str, int]
+    refresh_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SummaryTotals:
+    position: int | None
+    totals: dict[str, int]
+    behind: int  # rows whose time-driven refresh is due and not done yet
+
+
+@dataclass(frozen=True)
+class ValueEntry:
+    """A member on a value page, with how many buyers are strictly better than it by net
+    contribution, recency and frequency (None for a member without purchases)."""
+
+    value: dict[str, Any]
+    stage: str
+    better: tuple[int, int, int] | None
+
+
+@dataclass(frozen=True)
+class ValuePage:
+    position: int
+    buyers: int
+    top_fifth: int  # the net contribution (millionths) of the best ceil(N / 5) buyers
+    total: int  # the buyers' whole net contribution (millionths)
+    entries: list[ValueEntry]
+
+
+def stage_in(figures: Mapping[str, int]) -> str:
+    return next((key[6:] for key in figures if key.startswith("stage:")), "prospect")
 
 
 def dumps(value: Any) -> str:
@@ -135,11 +224,209 @@ class MemberStatusView(TrackingRecorder, ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    # The analytics: totals kept by every write, and the value page ranked by the database.
+
+    @abstractmethod
+    def summary_totals(self, application_name: str, now: datetime) -> SummaryTotals:
+        """The summary's counters, the position they are as of, and how many rows are due a
+        time-driven refresh at ``now``, read in one snapshot."""
+
+    @abstractmethod
+    def totals(self) -> dict[str, int]:
+        """Every counter of every kind (the sums of the rows' ``figures``)."""
+
+    @abstractmethod
+    def due_rows(self, now: datetime, limit: int) -> list[DueRow]:
+        """Up to ``limit`` rows whose counters may have changed with time by ``now``."""
+
+    @abstractmethod
+    def refresh(self, refreshes: Sequence[Refresh]) -> int:
+        """Write recomputed counters and their difference to the totals, in one transaction;
+        a row changed since it was read is left for the next pass. How many were written."""
+
+    @abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        """A cursor reading one consistent snapshot."""
+
+    members_table: str
+    totals_table: str
+    tracking_table: str
+
+    @staticmethod
+    def _sql(text: str) -> str:
+        return text
+
+    @staticmethod
+    def _time(moment: datetime) -> Any:
+        return moment
+
+    @staticmethod
+    def _json(found: Any) -> Any:
+        return found
+
+    def value_page(
+        self,
+        application_name: str,
+        value_class: str | None,
+        after: int,
+        limit: int,
+        now: datetime,
+    ) -> ValuePage | None:
+        """``limit`` members from the ``after``-th, best net contribution first (then the
+        members without purchases), of one value class or all, each with its ranks counted by
+        the database from its indexes and histograms; None if the views were never built.
+
+        Buyers are ordered by net contribution: a value class is a run of that order (ties
+        share the better class, a negative contribution is D), so the page is an offset into
+        it; the ranks by recency and frequency are sums over the histograms of the totals.
+        """
+        q, members, totals = self._sql, self.members_table, self.totals_table
+        with self._snapshot() as c:
+            c.execute(
+                q(f"SELECT MAX(notification_id) AS n FROM {self.tracking_table} "
+                  "WHERE application_name = ?"),
+                (application_name,),
+            )  # fmt: skip
+            found = c.fetchone()
+            position = None if found is None else found["n"]
+            if position is None:
+                return None
+            c.execute(
+                q(f"SELECT key, value FROM {totals} WHERE kind = ? "
+                  "AND key IN ('buyers', 'net', 'negative')"),
+                (SUMMARY,),
+            )  # fmt: skip
+            sums = {row["key"]: int(row["value"]) for row in c.fetchall()}
+            buyers = sums.get("buyers", 0)
+            if value_class is None:
+                start, count = after, limit
+            else:
+                ends = [0]
+                ends += [min(self._class_end(c, buyers, j), buyers - sums.get("negative", 0))
+                         for j in (1, 2, 3)]  # fmt: skip
+                ends.append(buyers)
+                index = "ABCD".index(value_class)
+                low, high = ends[index], max(ends[index], ends[index + 1])
+                start, count = low + after, max(0, min(limit, high - low - after))
+            rows = []
+            if count:
+                c.execute(
+                    q(f"SELECT member_id, value, figures, net_key FROM {members} "
+                      "ORDER BY buyer DESC, net_key DESC, member_id LIMIT ? OFFSET ?"),
+                    (count, start),
+                )  # fmt: skip
+                rows = c.fetchall()
+            return self._ranked(c, position, buyers, sums.get("net", 0), start, rows, now)
+
+    def _class_end(self, c: Any, buyers: int, quarter: int) -> int:
+        """Where the buyers ranked better than ``quarter`` quarters (by how many are strictly
+        better) end in the order: after the whole tie group of the ceil(q x N / 4)-th."""
+        k = (quarter * buyers + 3) // 4
+        if k <= 0:
+            return 0
+        if k >= buyers:
+            return buyers
+        members = self.members_table
+        c.execute(
+            self._sql(
+                f"SELECT count(*) AS n FROM {members} WHERE buyer = 1 AND net_key >= "
+                f"(SELECT net_key FROM {members} WHERE buyer = 1 "
+                "ORDER BY buyer DESC, net_key DESC, member_id LIMIT 1 OFFSET ?)"
+            ),
+            (k - 1,),
+        )
+        return int(c.fetchone()["n"])
+
+    def _ranked(
+        self,
+        c: Any,
+        position: int,
+        buyers: int,
+        total: int,
+        start: int,
+        rows: Sequence[Any],
+        now: datetime,
+    ) -> ValuePage:
+        members, totals = self.members_table, self.totals_table
+        found = [(self._json(row["value"]), self._json(row["figures"]), int(row["net_key"]))
+                 for row in rows]  # fmt: skip
+        parts: list[str] = []
+        params: list[Any] = []
+        top = (buyers + 4) // 5
+        parts.append(
+            f"SELECT 'p' AS k, 0 AS x, (SELECT coalesce(sum(net_key), 0) FROM (SELECT net_key "
+            f"FROM {members} WHERE buyer = 1 ORDER BY buyer DESC, net_key DESC LIMIT {top}) "
+            "AS best) AS n"
+        )
+        bought = [(i, facts, net) for i, (facts, figures, net) in enumerate(found)
+                  if figures.get("buyers")]  # fmt: skip
+        days: dict[int, int] = {}
+        for i, facts, _ in bought:
+            last = datetime.fromisoformat(facts["last_purchase_at"])
+            days[i] = max((now - last) // DAY, 0)
+        if bought:
+            parts.append(
+                f"SELECT 'm', 0, (SELECT count(*) FROM {members} WHERE buyer = 1 AND net_key > ?)"
+            )
+            params.append(bought[0][2])
+        for d in sorted(set(days.values()) - {0}):
+            since = now - d * DAY  # fewer whole days since the last purchase: after this
+            midnight = datetime.combine(since.astimezone(UTC).date() + DAY, datetime.min.time(),
+                                        UTC)  # fmt: skip
+            parts.append(
+                f"SELECT 'r', {d}, (SELECT coalesce(sum(value), 0) FROM {totals} "
+                f"WHERE kind = ? AND key > ?) + (SELECT count(*) FROM {members} "
+                "WHERE last_purchase_at > ? AND last_purchase_at < ?)"
+            )
+            params += [LAST_DAY, last_day_key(since), self._time(since), self._time(midnight)]
+        for purchases in sorted({facts["purchases"] for _, facts, _ in bought}):
+            parts.append(
+                f"SELECT 'f', {purchases}, (SELECT coalesce(sum(value), 0) FROM {totals} "
+                "WHERE kind = ? AND key > ?)"
+            )
+            params += [FREQUENCY, frequency_key(purchases)]
+        c.execute(self._sql(" UNION ALL ".join(parts)), params)
+        counted = {(row["k"], int(row["x"])): int(row["n"]) for row in c.fetchall()}
+        entries: list[ValueEntry] = []
+        first_of: dict[int, int] = {}  # a net contribution's first index on the page
+        for i, (facts, figures, net) in enumerate(found):
+            better: tuple[int, int, int] | None = None
+            if figures.get("buyers"):
+                first = first_of.setdefault(net, i)
+                by_net = counted[("m", 0)] if net == bought[0][2] else start + first
+                d = days[i]
+                by_recency = counted[("r", d)] if d else 0
+                better = (by_net, by_recency, counted[("f", facts["purchases"])])
+            entries.append(ValueEntry(facts, stage_in(figures), better))
+        return ValuePage(position, buyers, counted[("p", 0)], total, entries)
+
 
 MEMBER_COLUMNS = (
     "member_id, status, version, updated_at, applied, program_version, valid_until, referrals, "
-    "value, personal_data"
+    "value, personal_data, figures, refresh_at, buyer, net_key, last_purchase_at"
 )
+
+
+def iso(moment: datetime) -> str:
+    """An instant as SQLite keeps the ones it compares: UTC, to the microsecond (so that the
+    text sorts as the instants do)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def optional_iso(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(moment)
+
+
+def summed(
+    rows: Sequence[MemberStatusRow], old: Mapping[str, dict[str, int]]
+) -> list[tuple[str, str, int]]:
+    """What writing ``rows`` over the ``old`` figures of the same members adds to the totals,
+    as (kind, key, count), sorted (so concurrent writers lock counters in one order)."""
+    changed: Counter[str] = Counter()
+    for row in rows:
+        for key, count in difference(row.figures, old.get(row.member_id, {})).items():
+            changed[key] += count
+    return sorted((kind_of(key), key, count) for key, count in changed.items() if count)
 
 
 class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
@@ -166,6 +453,7 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                 # An older shape: the views are rebuilt from the ledger from position 0.
                 c.execute(f"DROP TABLE {VIEW_NAME}")
                 c.execute(f"DROP TABLE IF EXISTS {TRACKING_TABLE}")
+                c.execute(f"DROP TABLE IF EXISTS {TOTALS}")
         super().create_table()
 
     def construct_create_table_statements(self) -> list[str]:
@@ -175,10 +463,114 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             f"CREATE TABLE IF NOT EXISTS {VIEW_NAME} (member_id TEXT PRIMARY KEY, "
             "status TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL, "
             "applied INTEGER NOT NULL, program_version INTEGER NOT NULL, valid_until TEXT, "
-            "referrals TEXT NOT NULL, value TEXT NOT NULL, personal_data TEXT NOT NULL)",
+            "referrals TEXT NOT NULL, value TEXT NOT NULL, personal_data TEXT NOT NULL, "
+            "figures TEXT NOT NULL, refresh_at TEXT, buyer INTEGER NOT NULL, "
+            "net_key INTEGER NOT NULL, last_purchase_at TEXT)",
+            f"CREATE INDEX IF NOT EXISTS {VIEW_NAME}_value ON {VIEW_NAME} "
+            "(buyer DESC, net_key DESC, member_id)",
+            f"CREATE INDEX IF NOT EXISTS {VIEW_NAME}_refresh ON {VIEW_NAME} (refresh_at)",
+            f"CREATE INDEX IF NOT EXISTS {VIEW_NAME}_last ON {VIEW_NAME} (last_purchase_at)",
+            f"CREATE TABLE IF NOT EXISTS {TOTALS} (kind TEXT, key TEXT, value INTEGER NOT NULL, "
+            "PRIMARY KEY (kind, key)) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {PURCHASES} (order_id TEXT PRIMARY KEY, "
             "member_id TEXT NOT NULL, purchase TEXT NOT NULL)",
         ]
+
+    members_table = VIEW_NAME
+    totals_table = TOTALS
+    tracking_table = TRACKING_TABLE
+
+    @staticmethod
+    def _time(moment: datetime) -> Any:
+        return iso(moment)
+
+    @staticmethod
+    def _json(found: Any) -> Any:
+        return json.loads(found)
+
+    def _snapshot(self) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=False)
+
+    def _old_figures(self, c: Any, member_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for i in range(0, len(member_ids), CHUNK):
+            chunk = member_ids[i : i + CHUNK]
+            c.execute(
+                f"SELECT member_id, figures FROM {VIEW_NAME} WHERE member_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((row["member_id"], json.loads(row["figures"])) for row in c.fetchall())
+        return found
+
+    def _add_totals(self, c: Any, changes: Sequence[tuple[str, str, int]]) -> None:
+        c.executemany(
+            f"INSERT INTO {TOTALS} (kind, key, value) VALUES (?, ?, ?) ON CONFLICT (kind, key) "
+            f"DO UPDATE SET value = {TOTALS}.value + excluded.value",
+            changes,
+        )
+
+    def summary_totals(self, application_name: str, now: datetime) -> SummaryTotals:
+        with self.datastore.transaction(commit=False) as c:
+            position = self._max_tracking_id(application_name, c)
+            c.execute(f"SELECT key, value FROM {TOTALS} WHERE kind = ?", (SUMMARY,))
+            totals = {row["key"]: row["value"] for row in c.fetchall()}
+            c.execute(f"SELECT count(*) AS n FROM {VIEW_NAME} WHERE refresh_at <= ?", (iso(now),))
+            behind = c.fetchone()["n"]
+        return SummaryTotals(position, totals, behind)
+
+    def totals(self) -> dict[str, int]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT key, value FROM {TOTALS} WHERE value <> 0")
+            return {row["key"]: row["value"] for row in c.fetchall()}
+
+    def due_rows(self, now: datetime, limit: int) -> list[DueRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT member_id, version, program_version, refresh_at FROM {VIEW_NAME} "
+                "WHERE refresh_at <= ? ORDER BY refresh_at LIMIT ?",
+                (iso(now), limit),
+            )
+            rows = c.fetchall()
+        return [
+            DueRow(row["member_id"], row["version"], row["program_version"],
+                   datetime.fromisoformat(row["refresh_at"]))
+            for row in rows
+        ]  # fmt: skip
+
+    def refresh(self, refreshes: Sequence[Refresh]) -> int:
+        if not refreshes:
+            return 0
+        with self.datastore.transaction(commit=True) as c:
+            wanted = {r.member_id: r for r in refreshes}
+            current: dict[str, tuple[int, str | None, dict[str, int]]] = {}
+            ids = list(wanted)
+            for i in range(0, len(ids), CHUNK):
+                chunk = ids[i : i + CHUNK]
+                c.execute(
+                    f"SELECT member_id, version, refresh_at, figures FROM {VIEW_NAME} "
+                    f"WHERE member_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    current[row["member_id"]] = (
+                        row["version"], row["refresh_at"], json.loads(row["figures"])
+                    )  # fmt: skip
+            kept = [
+                r for r in refreshes
+                if r.member_id in current
+                and current[r.member_id][:2] == (r.version, iso(r.was))
+            ]  # fmt: skip
+            changes: Counter[str] = Counter()
+            for r in kept:
+                for key, count in difference(r.figures, current[r.member_id][2]).items():
+                    changes[key] += count
+            c.executemany(
+                f"UPDATE {VIEW_NAME} SET figures = ?, refresh_at = ? WHERE member_id = ?",
+                [(dumps(r.figures), optional_iso(r.refresh_at), r.member_id) for r in kept],
+            )
+            self._add_totals(c, sorted((kind_of(k), k, n) for k, n in changes.items() if n))
+        return len(kept)
 
     def write_batch(
         self,
@@ -188,14 +580,19 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
     ) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._insert_tracking(c, tracking)
+            old = self._old_figures(c, [row.member_id for row in members])
             c.executemany(
-                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO {VIEW_NAME} ({MEMBER_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
                 "version = excluded.version, updated_at = excluded.updated_at, "
                 f"applied = {VIEW_NAME}.applied + excluded.applied, "
                 "program_version = excluded.program_version, "
                 "valid_until = excluded.valid_until, referrals = excluded.referrals, "
-                "value = excluded.value, personal_data = excluded.personal_data",
+                "value = excluded.value, personal_data = excluded.personal_data, "
+                "figures = excluded.figures, refresh_at = excluded.refresh_at, "
+                "buyer = excluded.buyer, net_key = excluded.net_key, "
+                "last_purchase_at = excluded.last_purchase_at",
                 [
                     (
                         row.member_id,
@@ -208,10 +605,16 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                         dumps(row.referrals),
                         dumps(row.value),
                         row.personal_data,
+                        dumps(row.figures),
+                        optional_iso(row.refresh_at),
+                        row.buyer,
+                        row.net_key,
+                        optional_iso(row.last_purchase_at),
                     )
                     for row in members
                 ],
             )
+            self._add_totals(c, summed(members, old))
             c.executemany(
                 f"INSERT INTO {PURCHASES} (order_id, member_id, purchase) VALUES (?, ?, ?) "
                 "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
@@ -272,12 +675,14 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
     def delete_all(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {VIEW_NAME}")
+            c.execute(f"DELETE FROM {TOTALS}")
             c.execute(f"DELETE FROM {PURCHASES}")
             c.execute(f"DELETE FROM {TRACKING_TABLE} WHERE application_name <> ?", (MIGRATION,))
 
     @staticmethod
     def _row(found: Any) -> MemberStatusRow:
         valid_until = found["valid_until"]
+        refresh_at, last = found["refresh_at"], found["last_purchase_at"]
         return MemberStatusRow(
             member_id=found["member_id"],
             status=json.loads(found["status"]),
@@ -288,6 +693,10 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
             valid_until=None if valid_until is None else datetime.fromisoformat(valid_until),
             referrals=json.loads(found["referrals"]),
             value=json.loads(found["value"]),
+            figures=json.loads(found["figures"]),
+            refresh_at=None if refresh_at is None else datetime.fromisoformat(refresh_at),
+            net_key=found["net_key"],
+            last_purchase_at=None if last is None else datetime.fromisoformat(last),
         )
 
     @staticmethod
@@ -309,6 +718,11 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         self.table = SQL("{0}.{1}").format(schema, Identifier(VIEW_NAME))
         self.purchases = SQL("{0}.{1}").format(schema, Identifier(PURCHASES))
         self.tracking = SQL("{0}.{1}").format(schema, Identifier(tracking_table_name))
+        self.totals_sql = SQL("{0}.{1}").format(schema, Identifier(TOTALS))
+        quoted = '"' + datastore.schema.replace('"', '""') + '".'
+        self.members_table = quoted + VIEW_NAME
+        self.totals_table = quoted + TOTALS
+        self.tracking_table = quoted + tracking_table_name
         select = "SELECT * FROM {0} WHERE {1} = %s"  # rendered once: psycopg converts it once
         self.select_member = SQL(select).format(self.table, Identifier("member_id")).as_bytes(None)
         self._current_statements: dict[str, bytes] = {}
@@ -322,8 +736,23 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                     "status jsonb NOT NULL, version bigint NOT NULL, "
                     "updated_at timestamptz NOT NULL, applied bigint NOT NULL, "
                     "program_version bigint NOT NULL, valid_until timestamptz, "
-                    "referrals jsonb NOT NULL, value jsonb NOT NULL, personal_data text NOT NULL)"
+                    "referrals jsonb NOT NULL, value jsonb NOT NULL, personal_data text NOT NULL, "
+                    "figures jsonb NOT NULL, refresh_at timestamptz, buyer smallint NOT NULL, "
+                    "net_key bigint NOT NULL, last_purchase_at timestamptz)"
                 ).format(self.table),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {1} ON {0} (buyer DESC, net_key DESC, member_id)"
+                ).format(self.table, Identifier(f"{VIEW_NAME}_value")),
+                SQL("CREATE INDEX IF NOT EXISTS {1} ON {0} (refresh_at)").format(
+                    self.table, Identifier(f"{VIEW_NAME}_refresh")
+                ),
+                SQL("CREATE INDEX IF NOT EXISTS {1} ON {0} (last_purchase_at)").format(
+                    self.table, Identifier(f"{VIEW_NAME}_last")
+                ),
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {0} (kind text, key text, value bigint NOT NULL, "
+                    "PRIMARY KEY (kind, key))"
+                ).format(self.totals_sql),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {0} (order_id text PRIMARY KEY, "
                     "member_id text NOT NULL, purchase jsonb NOT NULL)"
@@ -334,16 +763,30 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         # json.dumps), taken apart by the server.
         self.upsert_statement = SQL(
             "INSERT INTO {0} (" + MEMBER_COLUMNS + ") "
-            "SELECT m, s, v, u, a, p, t, r, f, d FROM jsonb_to_recordset(%s::jsonb) AS "
+            "SELECT m, s, v, u, a, p, t, r, f, d, g, w, b, n, l "
+            "FROM jsonb_to_recordset(%s::jsonb) AS "
             "x(m text, s jsonb, v bigint, u timestamptz, a bigint, p bigint, t timestamptz, "
-            "r jsonb, f jsonb, d text) "
+            "r jsonb, f jsonb, d text, g jsonb, w timestamptz, b smallint, n bigint, "
+            "l timestamptz) "
             "ON CONFLICT (member_id) DO UPDATE SET status = excluded.status, "
             "version = excluded.version, updated_at = excluded.updated_at, "
             "applied = {0}.applied + excluded.applied, "
             "program_version = excluded.program_version, "
             "valid_until = excluded.valid_until, referrals = excluded.referrals, "
-            "value = excluded.value, personal_data = excluded.personal_data"
+            "value = excluded.value, personal_data = excluded.personal_data, "
+            "figures = excluded.figures, refresh_at = excluded.refresh_at, "
+            "buyer = excluded.buyer, net_key = excluded.net_key, "
+            "last_purchase_at = excluded.last_purchase_at"
         ).format(self.table)
+        self.old_figures_statement = SQL(
+            "SELECT member_id, version, refresh_at, figures FROM {0} "
+            "WHERE member_id = ANY(%s) ORDER BY member_id FOR UPDATE"
+        ).format(self.table)
+        self.add_totals_statement = SQL(
+            "INSERT INTO {0} (kind, key, value) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+            "ON CONFLICT (kind, key) DO UPDATE SET value = {0}.value + excluded.value"
+        ).format(self.totals_sql)
         self.purchase_statement = SQL(
             "INSERT INTO {0} (order_id, member_id, purchase) "
             "SELECT o, m, p FROM jsonb_to_recordset(%s::jsonb) AS x(o text, m text, p jsonb) "
@@ -363,6 +806,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                 # An older shape: the views are rebuilt from the ledger from position 0.
                 curs.execute(SQL("DROP TABLE {0}").format(self.table))
                 curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(self.tracking))
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(self.totals_sql))
         super().create_table()
 
     def write_batch(
@@ -374,6 +818,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
         with self.datastore.transaction(commit=True) as curs:
             self._insert_tracking(curs, tracking)
             if members:
+                old = self._old_figures(curs, [row.member_id for row in members])
                 rows = [
                     {
                         "m": row.member_id,
@@ -386,10 +831,16 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                         "r": row.referrals,
                         "f": row.value,
                         "d": row.personal_data,
+                        "g": row.figures,
+                        "w": row.refresh_at,
+                        "b": row.buyer,
+                        "n": row.net_key,
+                        "l": row.last_purchase_at,
                     }
                     for row in members
                 ]
                 curs.execute(self.upsert_statement, (dumps(rows),))
+                self._add_totals(curs, summed(members, old))
             if purchases:
                 orders = [
                     {"o": row.order_id, "m": row.member_id, "p": row.purchase} for row in purchases
@@ -470,6 +921,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
     def delete_all(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("DELETE FROM {0}").format(self.table))
+            curs.execute(SQL("DELETE FROM {0}").format(self.totals_sql))
             curs.execute(SQL("DELETE FROM {0}").format(self.purchases))
             curs.execute(
                 SQL("DELETE FROM {0} WHERE application_name <> %s").format(self.tracking),
@@ -488,6 +940,10 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             valid_until=found["valid_until"],
             referrals=found["referrals"],
             value=found["value"],
+            figures=found["figures"],
+            refresh_at=found["refresh_at"],
+            net_key=found["net_key"],
+            last_purchase_at=found["last_purchase_at"],
         )
 
     @staticmethod
@@ -496,6 +952,91 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
 
     def close(self) -> None:
         self.datastore.close()
+
+    @staticmethod
+    def _sql(text: str) -> str:
+        return text.replace("?", "%s")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            with conn.cursor() as curs:
+                yield curs
+
+    def _old_figures(self, curs: Any, member_ids: list[str]) -> dict[str, dict[str, int]]:
+        curs.execute(self.old_figures_statement, (member_ids,))
+        return {row["member_id"]: row["figures"] for row in curs.fetchall()}
+
+    def _add_totals(self, curs: Any, changes: Sequence[tuple[str, str, int]]) -> None:
+        if changes:
+            kinds, keys, counts = zip(*changes, strict=True)
+            curs.execute(self.add_totals_statement, (list(kinds), list(keys), list(counts)))
+
+    def summary_totals(self, application_name: str, now: datetime) -> SummaryTotals:
+        statement = SQL(
+            "SELECT (SELECT max(notification_id) FROM {0} WHERE application_name = %s) AS p, "
+            "(SELECT jsonb_object_agg(key, value) FROM {1} WHERE kind = %s) AS t, "
+            "(SELECT count(*) FROM {2} WHERE refresh_at <= %s) AS b"
+        ).format(self.tracking, self.totals_sql, self.table)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (application_name, SUMMARY, now), prepare=True)
+            found = curs.fetchone()
+        assert found is not None
+        return SummaryTotals(found["p"], dict(found["t"] or {}), found["b"])
+
+    def totals(self) -> dict[str, int]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT key, value FROM {0} WHERE value <> 0").format(self.totals_sql))
+            return {row["key"]: row["value"] for row in curs.fetchall()}
+
+    def due_rows(self, now: datetime, limit: int) -> list[DueRow]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT member_id, version, program_version, refresh_at FROM {0} "
+                    "WHERE refresh_at <= %s ORDER BY refresh_at LIMIT %s"
+                ).format(self.table),
+                (now, limit),
+            )
+            rows = curs.fetchall()
+        return [
+            DueRow(row["member_id"], row["version"], row["program_version"], row["refresh_at"])
+            for row in rows
+        ]
+
+    def refresh(self, refreshes: Sequence[Refresh]) -> int:
+        if not refreshes:
+            return 0
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.old_figures_statement, ([r.member_id for r in refreshes],))
+            current = {
+                row["member_id"]: (row["version"], row["refresh_at"], row["figures"])
+                for row in curs.fetchall()
+            }
+            kept = [
+                r for r in refreshes
+                if r.member_id in current and current[r.member_id][:2] == (r.version, r.was)
+            ]  # fmt: skip
+            changes: Counter[str] = Counter()
+            for r in kept:
+                for key, count in difference(r.figures, current[r.member_id][2]).items():
+                    changes[key] += count
+            if kept:
+                curs.execute(
+                    SQL(
+                        "UPDATE {0} SET figures = x.g, refresh_at = x.w FROM "
+                        "jsonb_to_recordset(%s::jsonb) AS x(m text, g jsonb, w timestamptz) "
+                        "WHERE {0}.member_id = x.m"
+                    ).format(self.table),
+                    (
+                        dumps(
+                            [{"m": r.member_id, "g": r.figures, "w": r.refresh_at} for r in kept]
+                        ),
+                    ),  # fmt: skip
+                )
+            self._add_totals(curs, sorted((kind_of(k), k, n) for k, n in changes.items() if n))
+        return len(kept)
 
 
 def open_member_status_view(event_store_env: Mapping[str, str]) -> MemberStatusView:

@@ -65,6 +65,12 @@ class Summary(Schema):
     position = position_field(
         "the read models' position it was read at; none: the ledger", allow_none=True
     )
+    refresh_pending = fields.Integer(
+        metadata={
+            "description": "members whose figures time alone changed (a lot matured, a stage "
+            "threshold, a guarantee window closed) and the worker has not recomputed yet"
+        }
+    )
     members = fields.Nested(MembersFigures)
     points_outstanding = fields.Nested(PointsOutstanding)
     guarantees = fields.Nested(GuaranteeFigures)
@@ -79,7 +85,7 @@ def summary(query: dict[str, Any]) -> dict[str, Any]:
     """Members by tier and stage, points outstanding, guarantee liability, referral funnel"""
     as_of = query.get("as_of")
     if as_of is not None:
-        return {**ledger().analytics_summary(as_of=as_of), "position": None}
+        return {**ledger().analytics_summary(as_of=as_of), "position": None, "refresh_pending": 0}
     return reads.analytics_summary()
 
 

@@ -12,8 +12,6 @@ which one answered.
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from flask import g
@@ -88,80 +86,51 @@ def purchase(order_id: str, after: int | None) -> dict[str, Any]:
 
 
 def analytics_summary() -> dict[str, Any]:
-    """The summary as of now from the views (as of their position); rows that no longer hold
-    are read from the ledger."""
+    """The summary as of now from the totals the views keep (as of their position): one row
+    per counter, whatever the number of members. ``refresh_pending`` counts the members whose
+    figures time alone has changed and the worker has not yet recomputed (normally none)."""
     found = backend()
     views = found.views
     if views is None:
         _served("ledger")
-        return {**found.ledger.analytics_summary(), "position": None}
+        return {**found.ledger.analytics_summary(), "position": None, "refresh_pending": 0}
     now = found.clock.now()
-    terms = found.ledger.terms()
-    position, rows, purchases = views.rows_with_position(found.ledger.name)
-    if position is None:  # never built, or being rebuilt: the ledger answers
+    kept = views.summary_totals(found.ledger.name, now)
+    if kept.position is None:  # never built, or being rebuilt: the ledger answers
         _served("ledger")
-        return {**found.ledger.analytics_summary(), "position": None}
-    holdings = [
-        holding(row.status)
-        if row.holds_at(now, terms.version)
-        else found.ledger.member_status(row.member_id).holding()
-        for row in rows
-    ]
-    funnel = analytics.funnel_counts(
-        [step for step in analytics.FUNNEL[1:] if referral[f"{step}_at"] is not None]
-        for row in rows
-        for referral in row.referrals
-    )
-    promises = [promise(row.purchase) for row in purchases if row.purchase["guarantee"] is not None]
+        return {**found.ledger.analytics_summary(), "position": None, "refresh_pending": 0}
     _served("view")
     return {
-        **analytics.summary(now, terms.rules, holdings, promises, funnel),
-        "position": position,
+        **analytics.from_totals(kept.totals, now, found.ledger.terms().rules),
+        "position": kept.position,
+        "refresh_pending": kept.behind,
     }
 
 
 def customer_value(value_class: str | None, start: int, limit: int) -> dict[str, Any]:
-    """The customer-value page as of now, from the views' facts (as of their position)."""
+    """The customer-value page as of now, ranked by the database from the views (as of their
+    position)."""
     found = backend()
     views = found.views
-    position = None if views is None else views.max_tracking_id(found.ledger.name)
-    if views is None or position is None:  # no views, or none built yet
+    now = found.clock.now()
+    page = None
+    if views is not None:
+        page = views.value_page(found.ledger.name, value_class, start, limit, now)
+    if page is None:  # no views, or none built yet
         _served("ledger")
         return found.ledger.customer_value(value_class=value_class, after=start, limit=limit)
-    now = found.clock.now()
-    terms = found.ledger.terms()
-    rows = {row.member_id: row for row in views.all()}
-
-    def stage_of(member_id: str) -> str:
-        row = rows[member_id]
-        if row.holds_at(now, terms.version):
-            return str(row.status["stage"])
-        return found.ledger.member_status(member_id).stage.value
-
-    facts = [value.MemberFacts.from_dict(row.value) for row in rows.values()]
+    rules = found.ledger.terms().rules
+    ranked = [
+        value.ranked(
+            value.MemberFacts.from_dict(entry.value), now, rules.point_value, page.buyers,
+            entry.better,
+        )
+        for entry in page.entries
+    ]  # fmt: skip
+    stages = {entry.value["member_id"]: entry.stage for entry in page.entries}
+    pareto = value.share(analytics.unscaled(page.top_fifth), analytics.unscaled(page.total))
     _served("view")
-    return value.report(facts, now, terms.rules, stage_of, value_class, start, limit)
-
-
-def holding(status: dict[str, Any]) -> analytics.Holding:
-    """What a member's stored status adds to the summary."""
-    points = status["points"]
-    return analytics.Holding(
-        status["tier"]["name"], status["stage"], points["available"], points["pending"]
-    )
-
-
-def promise(purchase: dict[str, Any]) -> analytics.Promise:
-    """A guaranteed purchase, from its view."""
-    claim = purchase["claim"]
-    return analytics.Promise(
-        policy=purchase["guarantee"]["policy"],
-        refund_percent=purchase["guarantee"]["refund_percent"],
-        expires_at=datetime.fromisoformat(purchase["guarantee"]["expires_at"]),
-        amount=Decimal(purchase["amount"]),
-        refunded=Decimal(purchase["refunded_amount"]),
-        payout=None if claim is None else Decimal(claim["payout"]),
-    )
+    return value.page(ranked, now, rules, stages.__getitem__, page.buyers, pareto)
 
 
 def _views_at(after: int | None) -> MemberStatusView | None:

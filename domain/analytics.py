@@ -1,11 +1,19 @@
 """The analytics summary, as pure functions of what the ledger or the read models hold.
 
-The ledger folds the inputs from its events (any instant); the read models hold them as rows
-(now). Both hand them to these functions, so both give the same figures.
+Every member contributes a few counters to the summary (``contribution``): one to its tier
+and its stage, its points, a count per referral step reached, and per guarantee policy its
+guaranteed purchases, open ones and what they could cost. The summary is those counters summed
+(``from_totals``). The ledger sums them over every member it folds (any instant); the read
+models keep the sums up to date, adding to them what each written row changes, so a summary
+read there is one row per counter, whatever the number of members. One rule, both paths.
+
+Money is counted in millionths of the currency (``MONEY_SCALE``): integers, so sums stay exact
+in either database.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +26,10 @@ from domain.program import ProgramRules
 STAGES = ("prospect", "new", "repeat", "loyal", "dormant", "lost")
 FUNNEL = ("registered", "qualified", "rewarded", "voided", "capped")
 ZERO = Decimal(0)
+MONEY_SCALE = 10**6
+GUARANTEE = "guarantee:"
+POLICY_COUNTS = ("guaranteed_purchases", "open", "claims")
+POLICY_MONEY = ("max_payout", "payouts")
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,9 @@ class Promise:
     refunded: Decimal
     payout: Decimal | None
 
+    def is_open(self, moment: datetime) -> bool:
+        return self.payout is None and self.expires_at > moment and self.amount > self.refunded
+
 
 @dataclass(frozen=True)
 class Holding:
@@ -42,60 +57,114 @@ class Holding:
     pending: int
 
 
-def members_figures(holdings: Iterable[Holding], rules: ProgramRules) -> dict[str, Any]:
-    """Members by tier and lifecycle stage, and the points they hold (from member statuses)."""
+def scaled(amount: Decimal) -> int:
+    """An amount in millionths (amounts have at most the currency's minor-unit precision)."""
+    return int((amount * MONEY_SCALE).to_integral_value())
+
+
+def unscaled(count: int) -> Decimal:
+    return Decimal(count).scaleb(-6)
+
+
+def contribution(
+    holding: Holding,
+    promises: Iterable[Promise],
+    referral_steps: Iterable[Iterable[str]],
+    moment: datetime,
+    currency: str,
+) -> dict[str, int]:
+    """The counters one member adds to the summary as of ``moment`` (zeros left out)."""
+    figures: Counter[str] = Counter(
+        {
+            "members": 1,
+            f"tier:{holding.tier}": 1,
+            f"stage:{holding.stage}": 1,
+            "points:available": holding.available,
+            "points:pending": holding.pending,
+        }
+    )
+    for steps in referral_steps:
+        figures["funnel:registered"] += 1
+        for step in steps:
+            figures[f"funnel:{step}"] += 1
+    for promise in promises:
+        policy = f"{GUARANTEE}{promise.policy}:"
+        figures[f"{policy}guaranteed_purchases"] += 1
+        if promise.payout is not None:
+            figures[f"{policy}claims"] += 1
+            figures[f"{policy}payouts"] += scaled(promise.payout)
+        elif promise.is_open(moment):
+            left = promise.amount - promise.refunded
+            payout = half_even(left * Decimal(promise.refund_percent) / 100, currency)
+            figures[f"{policy}open"] += 1
+            figures[f"{policy}max_payout"] += scaled(payout)
+    return {key: count for key, count in figures.items() if count}
+
+
+def window_closes_at(promises: Iterable[Promise], moment: datetime) -> datetime | None:
+    """The first instant after ``moment`` at which an open guarantee's window closes."""
+    closing = [p.expires_at for p in promises if p.is_open(moment)]
+    return min(closing) if closing else None
+
+
+def add(totals: Counter[str], figures: Mapping[str, int], sign: int = 1) -> None:
+    for key, count in figures.items():
+        totals[key] += sign * count
+
+
+def difference(new: Mapping[str, int], old: Mapping[str, int]) -> dict[str, int]:
+    """What replacing ``old`` by ``new`` adds to the totals (zeros left out)."""
+    changed: Counter[str] = Counter(new)
+    add(changed, old, -1)
+    return {key: count for key, count in changed.items() if count}
+
+
+def from_totals(totals: Mapping[str, int], moment: datetime, rules: ProgramRules) -> dict[str, Any]:
+    """The summary from the summed counters."""
+    currency = rules.currency
     by_tier = {tier.name: 0 for tier in rules.tiers}
     by_stage = dict.fromkeys(STAGES, 0)
-    available = pending = total = 0
-    for holding in holdings:
-        total += 1
-        by_tier[holding.tier] = by_tier.get(holding.tier, 0) + 1
-        by_stage[holding.stage] += 1
-        available += holding.available
-        pending += holding.pending
+    funnel = dict.fromkeys(FUNNEL, 0)
+    policies: dict[str, dict[str, int]] = {}
+    for key, count in sorted(totals.items()):
+        if key.startswith("tier:") and count:
+            by_tier[key[5:]] = count
+        elif key.startswith("stage:"):
+            by_stage[key[6:]] = count
+        elif key.startswith("funnel:"):
+            funnel[key[7:]] = count
+        elif key.startswith(GUARANTEE):
+            policy, name = key[len(GUARANTEE) :].rsplit(":", 1)
+            policies.setdefault(policy, {})[name] = count
+    by_policy = {
+        policy: policy_figures(found, currency)
+        for policy, found in sorted(policies.items())
+        if found.get("guaranteed_purchases", 0)
+    }
+    whole = {
+        name: sum(found.get(name, 0) for found in policies.values() if found)
+        for name in POLICY_COUNTS + POLICY_MONEY
+    }
     return {
-        "members": {"total": total, "by_tier": by_tier, "by_stage": by_stage},
-        "points_outstanding": {"available": available, "pending": pending},
+        "as_of": moment.isoformat(),
+        "currency": currency,
+        "members": {"total": totals.get("members", 0), "by_tier": by_tier, "by_stage": by_stage},
+        "points_outstanding": {
+            "available": totals.get("points:available", 0),
+            "pending": totals.get("points:pending", 0),
+        },
+        "guarantees": {**policy_figures(whole, currency), "by_policy": by_policy},
+        "referrals": referral_funnel(funnel),
     }
 
 
-def guarantee_figures(
-    promises: Iterable[Promise], moment: datetime, currency: str
-) -> dict[str, Any]:
-    """Per policy: guaranteed purchases, open ones and what they could cost, claims, payouts."""
-    policies: dict[str, dict[str, Any]] = {}
-    for promise in promises:
-        policy = policies.setdefault(
-            promise.policy,
-            {"guaranteed_purchases": 0, "open": 0, "max_payout": ZERO, "claims": 0,
-             "payouts": ZERO},
-        )  # fmt: skip
-        policy["guaranteed_purchases"] += 1
-        left = promise.amount - promise.refunded
-        if promise.payout is not None:
-            policy["claims"] += 1
-            policy["payouts"] += promise.payout
-        elif promise.expires_at > moment and left > 0:
-            policy["open"] += 1
-            policy["max_payout"] += half_even(
-                left * Decimal(promise.refund_percent) / 100, currency
-            )
-    max_payout = sum((p["max_payout"] for p in policies.values()), ZERO)
-    payouts = sum((p["payouts"] for p in policies.values()), ZERO)
-    for policy in policies.values():
-        policy["claim_rate"] = rate(policy["claims"], policy["guaranteed_purchases"])
-        policy["max_payout"] = format_money(policy["max_payout"], currency)
-        policy["payouts"] = format_money(policy["payouts"], currency)
-    totals = {
-        key: sum(p[key] for p in policies.values())
-        for key in ("guaranteed_purchases", "open", "claims")
-    }
+def policy_figures(found: Mapping[str, int], currency: str) -> dict[str, Any]:
+    counts = {name: found.get(name, 0) for name in POLICY_COUNTS}
     return {
-        **totals,
-        "max_payout": format_money(max_payout, currency),
-        "payouts": format_money(payouts, currency),
-        "claim_rate": rate(totals["claims"], totals["guaranteed_purchases"]),
-        "by_policy": dict(sorted(policies.items())),
+        **counts,
+        "max_payout": format_money(unscaled(found.get("max_payout", 0)), currency),
+        "payouts": format_money(unscaled(found.get("payouts", 0)), currency),
+        "claim_rate": rate(counts["claims"], counts["guaranteed_purchases"]),
     }
 
 
@@ -109,30 +178,16 @@ def referral_funnel(counts: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def funnel_counts(reached: Iterable[Iterable[str]]) -> dict[str, int]:
-    """How many referrals reached each step, from the steps past ``registered`` each reached."""
-    counts = dict.fromkeys(FUNNEL, 0)
-    for steps in reached:
-        counts["registered"] += 1
-        for step in steps:
-            counts[step] += 1
-    return counts
-
-
 def summary(
     moment: datetime,
     rules: ProgramRules,
-    holdings: Iterable[Holding],
-    promises: Iterable[Promise],
-    funnel: Mapping[str, int],
+    members: Iterable[tuple[Holding, Iterable[Promise], Iterable[Iterable[str]]]],
 ) -> dict[str, Any]:
-    return {
-        "as_of": moment.isoformat(),
-        "currency": rules.currency,
-        **members_figures(holdings, rules),
-        "guarantees": guarantee_figures(promises, moment, rules.currency),
-        "referrals": referral_funnel(funnel),
-    }
+    """The summary of ``members``: each its holding, its promises and its referrals' steps."""
+    totals: Counter[str] = Counter()
+    for holding, promises, steps in members:
+        add(totals, contribution(holding, promises, steps, moment, rules.currency))
+    return from_totals(totals, moment, rules)
 
 
 def rate(part: int, whole: int) -> float:

@@ -41,10 +41,13 @@ def summary(ledger: Ledger, as_of: datetime | None = None) -> dict[str, Any]:
     return analytics.summary(
         moment,
         terms.rules,
-        (member.status(moment, terms).holding() for member in members),
-        (promise for member in members for promise in member.promises()),
-        analytics.funnel_counts(
-            made.steps() for member in members for made in member.referrals.values()
+        (
+            (
+                member.status(moment, terms).holding(),
+                member.promises(),
+                [made.steps() for made in member.referrals.values()],
+            )
+            for member in members
         ),
     )
 

@@ -122,7 +122,14 @@ def pareto_share(contributions: Sequence[Decimal]) -> Decimal | None:
     if not contributions or total <= 0:
         return None
     top = sorted(contributions, reverse=True)[: math.ceil(len(contributions) / 5)]
-    return (sum(top, ZERO) / total).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
+    return share(sum(top, ZERO), total)
+
+
+def share(top: Decimal, total: Decimal) -> Decimal | None:
+    """``top`` as a share of ``total``, to 4 places; none when the total is not positive."""
+    if total <= 0:
+        return None
+    return (top / total).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)
 
 
 def recency_days(facts: MemberFacts, as_of: datetime) -> int | None:
@@ -226,6 +233,52 @@ def report(
     found = customer_value(facts, moment, rules.point_value)
     kept = [v for v in found.members if value_class in (None, v.value_class)]
     chosen = kept[after : after + limit]
+    return page(chosen, moment, rules, stage_of, found.members_with_purchases,
+                found.pareto_top20_share)  # fmt: skip
+
+
+def ranked(
+    facts: MemberFacts,
+    as_of: datetime,
+    point_value: Decimal,
+    buyers: int,
+    better: tuple[int, int, int] | None,
+) -> MemberValue:
+    """One member's value from how many of the ``buyers`` are strictly better than it by net
+    contribution, recency and frequency (``better``; None for a member without purchases):
+    the same figures ``customer_value`` gives, for a database that counts the ranks."""
+    net = net_contribution(facts, point_value)
+    if better is None or not facts.purchases:
+        return MemberValue(facts.member_id, net, None, None, None, None, None, 0, None,
+                           purchases_per_year(facts, as_of))  # fmt: skip
+    by_net, by_recency, by_frequency = (Fraction(count, buyers) for count in better)
+
+    def score(standing: Fraction) -> int:
+        return 5 - min(math.floor(5 * standing), 4)
+
+    return MemberValue(
+        member_id=facts.member_id,
+        net_contribution=net,
+        value_class="D" if net < 0 else CLASSES[min(math.floor(4 * by_net), 3)],
+        recency_days=recency_days(facts, as_of) or 0,
+        recency=score(by_recency),
+        frequency=score(by_frequency),
+        monetary=score(by_net),
+        purchases=facts.purchases,
+        average_order_value=average_order_value(facts),
+        purchases_per_year=purchases_per_year(facts, as_of),
+    )
+
+
+def page(
+    chosen: Sequence[MemberValue],
+    moment: datetime,
+    rules: ProgramRules,
+    stage_of: Callable[[str], str],
+    members_with_purchases: int,
+    pareto_top20_share: Decimal | None,
+) -> dict[str, Any]:
+    """The customer-value page of the ``chosen`` members."""
     currency = rules.currency
 
     def money(amount: Decimal | None) -> str | None:
@@ -234,8 +287,8 @@ def report(
     return {
         "as_of": moment.isoformat(),
         "currency": currency,
-        "members_with_purchases": found.members_with_purchases,
-        "pareto_top20_share": found.pareto_top20_share,
+        "members_with_purchases": members_with_purchases,
+        "pareto_top20_share": pareto_top20_share,
         "members": [
             {
                 "member_id": v.member_id,
