@@ -31,6 +31,8 @@ from adapters.views import (
     Refresh,
     frequency_key,
     last_day_key,
+    last_hour_key,
+    net_keys,
     plain,
 )
 from domain import analytics, value
@@ -443,8 +445,10 @@ def figures(
             found["net"] = net
         if net < 0:
             found["negative"] = 1
+        found.update(net_keys(net))
         found[frequency_key(facts.purchases)] = 1
         found[last_day_key(facts.last_purchase_at)] = 1
+        found[last_hour_key(facts.last_purchase_at)] = 1
     changes = [
         moment
         for moment in (

@@ -42,16 +42,20 @@ TOTALS = f"{VIEW_NAME}_totals"
 SHAPE_MARKER = "refresh_at"
 # The totals table keeps three kinds of counters: the summary's, and two histograms of the
 # members with purchases (by number of purchases, by day of the last one) that rank them.
-SUMMARY, FREQUENCY, LAST_DAY = "s", "f", "l"
-DAY = timedelta(days=1)
+SUMMARY, FREQUENCY, LAST_DAY, LAST_HOUR, NET = "s", "f", "l", "h", "n"
+DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 CHUNK = 500  # members per statement where SQLite binds each one
 
 
 def kind_of(key: str) -> str:
+    if key.startswith(("netc:", "nets:")):
+        return NET
     if key.startswith("freq:"):
         return FREQUENCY
     if key.startswith("last:"):
         return LAST_DAY
+    if key.startswith("hour:"):
+        return LAST_HOUR
     return SUMMARY
 
 
@@ -59,8 +63,28 @@ def frequency_key(purchases: int) -> str:
     return f"freq:{purchases:010d}"  # zero-padded: the keys sort as the numbers do
 
 
+def net_bucket(net: int) -> tuple[int, int]:
+    """The bucket [low, high) of a net contribution (millionths): its two leading digits."""
+    if net == 0:
+        return 0, 1
+    size = abs(net)
+    step = 10 ** max(len(str(size)) - 2, 0)
+    base = size // step * step
+    return (base, base + step) if net > 0 else (1 - base - step, 1 - base)
+
+
+def net_keys(net: int) -> dict[str, int]:
+    """A buyer's place in the histogram of net contributions: a count and the sum."""
+    low, high = net_bucket(net)
+    return {f"netc:{low}:{high}": 1, f"nets:{low}:{high}": net}
+
+
 def last_day_key(moment: datetime) -> str:
     return f"last:{moment.astimezone(UTC).date().isoformat()}"
+
+
+def last_hour_key(moment: datetime) -> str:
+    return f"hour:{moment.astimezone(UTC).strftime('%Y-%m-%dT%H')}"
 
 
 @dataclass(frozen=True)
@@ -274,13 +298,16 @@ class MemberStatusView(TrackingRecorder, ABC):
     ) -> ValuePage | None:
         """``limit`` members from the ``after``-th, best net contribution first (then the
         members without purchases), of one value class or all, each with its ranks counted by
-        the database from its indexes and histograms; None if the views were never built.
+        the database; None if the views were never built.
 
         Buyers are ordered by net contribution: a value class is a run of that order (ties
-        share the better class, a negative contribution is D), so the page is an offset into
-        it; the ranks by recency and frequency are sums over the histograms of the totals.
+        share the better class, a negative contribution is D). Where a rank or a place in that
+        order is needed, the histogram of net contributions (a few hundred buckets, two
+        significant digits each) says which bucket holds it and the index is read inside that
+        bucket only; the ranks by recency and frequency are sums over their histograms. So no
+        statement reads a number of rows that grows with the number of members.
         """
-        q, members, totals = self._sql, self.members_table, self.totals_table
+        q, totals = self._sql, self.totals_table
         with self._snapshot() as c:
             c.execute(
                 q(f"SELECT MAX(notification_id) AS n FROM {self.tracking_table} "
@@ -298,107 +325,198 @@ class MemberStatusView(TrackingRecorder, ABC):
             )  # fmt: skip
             sums = {row["key"]: int(row["value"]) for row in c.fetchall()}
             buyers = sums.get("buyers", 0)
+            histogram = self._net_histogram(c)
             if value_class is None:
                 start, count = after, limit
             else:
+                gains = buyers - sums.get("negative", 0)  # the buyers with net >= 0 come first
                 ends = [0]
-                ends += [min(self._class_end(c, buyers, j), buyers - sums.get("negative", 0))
-                         for j in (1, 2, 3)]  # fmt: skip
+                for quarter in (1, 2, 3):
+                    k = (quarter * buyers + 3) // 4  # ceil(q x N / 4)
+                    end = (
+                        0
+                        if k <= 0
+                        else buyers
+                        if k >= buyers
+                        else (self._at_least(c, histogram, self._net_at(c, histogram, k - 1)))
+                    )
+                    ends.append(min(end, gains))  # fmt: skip
                 ends.append(buyers)
                 index = "ABCD".index(value_class)
                 low, high = ends[index], max(ends[index], ends[index + 1])
                 start, count = low + after, max(0, min(limit, high - low - after))
-            rows = []
-            if count:
-                c.execute(
-                    q(f"SELECT member_id, value, figures, net_key FROM {members} "
-                      "ORDER BY buyer DESC, net_key DESC, member_id LIMIT ? OFFSET ?"),
-                    (count, start),
-                )  # fmt: skip
-                rows = c.fetchall()
-            return self._ranked(c, position, buyers, sums.get("net", 0), start, rows, now)
+            rows = self._page_rows(c, histogram, buyers, start, count)
+            top = self._top_sum(c, histogram, (buyers + 4) // 5)
+            return self._ranked(c, histogram, position, buyers, sums.get("net", 0), top,
+                                start, rows, now)  # fmt: skip
 
-    def _class_end(self, c: Any, buyers: int, quarter: int) -> int:
-        """Where the buyers ranked better than ``quarter`` quarters (by how many are strictly
-        better) end in the order: after the whole tie group of the ceil(q x N / 4)-th."""
-        k = (quarter * buyers + 3) // 4
-        if k <= 0:
-            return 0
-        if k >= buyers:
-            return buyers
-        members = self.members_table
+    def _net_histogram(self, c: Any) -> list[list[int]]:
+        """[low, high, buyers, their net sum] per bucket of net contribution, best first."""
+        c.execute(self._sql(f"SELECT key, value FROM {self.totals_table} WHERE kind = ?"), (NET,))
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for row in c.fetchall():
+            name, low, high = row["key"].split(":")
+            bucket = buckets.setdefault((int(low), int(high)), [int(low), int(high), 0, 0])
+            bucket[2 if name == "netc" else 3] = int(row["value"])
+        return sorted((b for b in buckets.values() if b[2]), reverse=True)
+
+    @staticmethod
+    def _bucket_of(histogram: list[list[int]], place: int) -> tuple[list[int], int]:
+        """The bucket holding the ``place``-th buyer (0-based), and how many come before it."""
+        before = 0
+        for bucket in histogram:
+            if place < before + bucket[2]:
+                return bucket, before
+            before += bucket[2]
+        raise LookupError(f"no buyer at place {place}")
+
+    def _net_at(self, c: Any, histogram: list[list[int]], place: int) -> int:
+        bucket, before = self._bucket_of(histogram, place)
         c.execute(
             self._sql(
-                f"SELECT count(*) AS n FROM {members} WHERE buyer = 1 AND net_key >= "
-                f"(SELECT net_key FROM {members} WHERE buyer = 1 "
-                "ORDER BY buyer DESC, net_key DESC, member_id LIMIT 1 OFFSET ?)"
+                f"SELECT net_key FROM {self.members_table} WHERE buyer = 1 AND net_key < ? "
+                "ORDER BY buyer DESC, net_key DESC, member_id LIMIT 1 OFFSET ?"
             ),
-            (k - 1,),
+            (bucket[1], place - before),
         )
-        return int(c.fetchone()["n"])
+        return int(c.fetchone()["net_key"])
+
+    def _at_least(
+        self, c: Any, histogram: list[list[int]], net: int, strictly: bool = False
+    ) -> int:
+        """How many buyers have a net contribution of at least (or above) ``net``."""
+        count = sum(b[2] for b in histogram if b[0] > net)
+        inside = next((b for b in histogram if b[0] <= net < b[1]), None)
+        if inside is not None:
+            c.execute(
+                self._sql(
+                    f"SELECT count(*) AS n FROM {self.members_table} WHERE buyer = 1 AND "
+                    f"net_key {'>' if strictly else '>='} ? AND net_key < ?"
+                ),
+                (net, inside[1]),
+            )
+            count += int(c.fetchone()["n"])
+        return count
+
+    def _top_sum(self, c: Any, histogram: list[list[int]], best: int) -> int:
+        """The net contribution of the ``best`` best buyers."""
+        total = before = 0
+        for _low, high, count, summed in histogram:
+            if before + count <= best:
+                total, before = total + summed, before + count
+                continue
+            if best > before:
+                c.execute(
+                    self._sql(
+                        f"SELECT coalesce(sum(net_key), 0) AS n FROM (SELECT net_key FROM "
+                        f"{self.members_table} WHERE buyer = 1 AND net_key < ? "
+                        "ORDER BY buyer DESC, net_key DESC LIMIT ?) best"
+                    ),
+                    (high, best - before),
+                )
+                total += int(c.fetchone()["n"])
+            break
+        return total
+
+    def _page_rows(
+        self, c: Any, histogram: list[list[int]], buyers: int, start: int, count: int
+    ) -> list[Any]:
+        """``count`` rows from the ``start``-th in the order: buyers by net contribution, then
+        the others."""
+        columns = f"SELECT member_id, value, figures, net_key FROM {self.members_table}"
+        order = "ORDER BY buyer DESC, net_key DESC, member_id LIMIT ? OFFSET ?"
+        rows: list[Any] = []
+        if count and start < buyers:
+            bucket, before = self._bucket_of(histogram, start)
+            c.execute(
+                self._sql(f"{columns} WHERE buyer = 1 AND net_key < ? {order}"),
+                (bucket[1], min(count, buyers - start), start - before),
+            )
+            rows = list(c.fetchall())
+        if len(rows) < count:
+            c.execute(
+                self._sql(f"{columns} WHERE buyer = 0 {order}"),
+                (count - len(rows), max(0, start - buyers)),
+            )
+            rows += c.fetchall()
+        return rows
+
+    time_parameter = "?"  # how a statement takes an instant where no column gives its type
+
+    def _fewer_days(self, c: Any, days: Sequence[int], now: datetime) -> dict[int, int]:
+        """For each whole number of days, how many buyers bought last fewer days ago: every
+        buyer whose last purchase is after ``now`` - days. Counted from the histogram by day
+        (the later days), by hour (the later hours of that day) and, within that hour, from
+        the index: two statements whatever the number of members."""
+        if not days:
+            return {}
+        c.execute(
+            self._sql(f"SELECT key, value FROM {self.totals_table} WHERE kind = ?"), (LAST_DAY,)
+        )
+        by_day = sorted((row["key"], int(row["value"])) for row in c.fetchall())
+        rows, params = [], []
+        later: dict[int, int] = {}
+        for d in days:
+            since = (now - d * DAY).astimezone(UTC)
+            day = last_day_key(since)
+            later[d] = sum(n for key, n in by_day if key > day)
+            hour = since.replace(minute=0, second=0, microsecond=0)
+            rows.append(f"({d}, ?, ?, {self.time_parameter}, {self.time_parameter})")
+            params += [last_hour_key(since), f"hour:{since.date().isoformat()}T99",
+                       self._time(since), self._time(hour + HOUR)]  # fmt: skip
+        c.execute(
+            self._sql(
+                f"WITH v(d, k, e, lo, hi) AS (VALUES {', '.join(rows)}) SELECT v.d AS d, "
+                f"(SELECT coalesce(sum(value), 0) FROM {self.totals_table} "
+                f"WHERE kind = '{LAST_HOUR}' AND key > v.k AND key < v.e) + (SELECT count(*) "
+                f"FROM {self.members_table} WHERE last_purchase_at > v.lo "
+                "AND last_purchase_at < v.hi) AS n FROM v"
+            ),
+            params,
+        )
+        return {int(row["d"]): later[int(row["d"])] + int(row["n"]) for row in c.fetchall()}
 
     def _ranked(
         self,
         c: Any,
+        histogram: list[list[int]],
         position: int,
         buyers: int,
         total: int,
+        top: int,
         start: int,
         rows: Sequence[Any],
         now: datetime,
     ) -> ValuePage:
-        members, totals = self.members_table, self.totals_table
         found = [(self._json(row["value"]), self._json(row["figures"]), int(row["net_key"]))
                  for row in rows]  # fmt: skip
-        parts: list[str] = []
-        params: list[Any] = []
-        top = (buyers + 4) // 5
-        parts.append(
-            f"SELECT 'p' AS k, 0 AS x, (SELECT coalesce(sum(net_key), 0) FROM (SELECT net_key "
-            f"FROM {members} WHERE buyer = 1 ORDER BY buyer DESC, net_key DESC LIMIT {top}) "
-            "AS best) AS n"
-        )
         bought = [(i, facts, net) for i, (facts, figures, net) in enumerate(found)
                   if figures.get("buyers")]  # fmt: skip
+        first_better = self._at_least(c, histogram, bought[0][2], strictly=True) if bought else 0
         days: dict[int, int] = {}
         for i, facts, _ in bought:
             last = datetime.fromisoformat(facts["last_purchase_at"])
             days[i] = max((now - last) // DAY, 0)
-        if bought:
-            parts.append(
-                f"SELECT 'm', 0, (SELECT count(*) FROM {members} WHERE buyer = 1 AND net_key > ?)"
-            )
-            params.append(bought[0][2])
-        for d in sorted(set(days.values()) - {0}):
-            since = now - d * DAY  # fewer whole days since the last purchase: after this
-            midnight = datetime.combine(since.astimezone(UTC).date() + DAY, datetime.min.time(),
-                                        UTC)  # fmt: skip
-            parts.append(
-                f"SELECT 'r', {d}, (SELECT coalesce(sum(value), 0) FROM {totals} "
-                f"WHERE kind = ? AND key > ?) + (SELECT count(*) FROM {members} "
-                "WHERE last_purchase_at > ? AND last_purchase_at < ?)"
-            )
-            params += [LAST_DAY, last_day_key(since), self._time(since), self._time(midnight)]
-        for purchases in sorted({facts["purchases"] for _, facts, _ in bought}):
-            parts.append(
-                f"SELECT 'f', {purchases}, (SELECT coalesce(sum(value), 0) FROM {totals} "
-                "WHERE kind = ? AND key > ?)"
-            )
-            params += [FREQUENCY, frequency_key(purchases)]
-        c.execute(self._sql(" UNION ALL ".join(parts)), params)
-        counted = {(row["k"], int(row["x"])): int(row["n"]) for row in c.fetchall()}
+        by_recency = self._fewer_days(c, sorted(set(days.values()) - {0}), now)
+        c.execute(
+            self._sql(f"SELECT key, value FROM {self.totals_table} WHERE kind = ?"), (FREQUENCY,)
+        )
+        frequencies = {int(row["key"][5:]): int(row["value"]) for row in c.fetchall()}
+        by_frequency = {
+            purchases: sum(n for more, n in frequencies.items() if more > purchases)
+            for purchases in {facts["purchases"] for _, facts, _ in bought}
+        }
         entries: list[ValueEntry] = []
         first_of: dict[int, int] = {}  # a net contribution's first index on the page
         for i, (facts, figures, net) in enumerate(found):
             better: tuple[int, int, int] | None = None
             if figures.get("buyers"):
                 first = first_of.setdefault(net, i)
-                by_net = counted[("m", 0)] if net == bought[0][2] else start + first
+                by_net = first_better if net == bought[0][2] else start + first
                 d = days[i]
-                by_recency = counted[("r", d)] if d else 0
-                better = (by_net, by_recency, counted[("f", facts["purchases"])])
+                better = (by_net, by_recency.get(d, 0), by_frequency[facts["purchases"]])
             entries.append(ValueEntry(facts, stage_in(figures), better))
-        return ValuePage(position, buyers, counted[("p", 0)], total, entries)
+        return ValuePage(position, buyers, top, total, entries)
 
 
 MEMBER_COLUMNS = (
@@ -953,6 +1071,8 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
     def close(self) -> None:
         self.datastore.close()
 
+    time_parameter = "CAST(? AS timestamptz)"
+
     @staticmethod
     def _sql(text: str) -> str:
         return text.replace("?", "%s")
@@ -960,7 +1080,12 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
         with self.datastore.get_connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # Plans made for the values given: a generic plan of a range over the index (which
+            # psycopg's prepared statements would come to) reads every row.
+            conn.execute(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                "SET LOCAL plan_cache_mode = force_custom_plan"
+            )
             with conn.cursor() as curs:
                 yield curs
 
