@@ -272,6 +272,7 @@ class LedgerFigures:
 # it forks the first worker, ``child_exit`` when a worker has exited, ``on_exit`` last.
 
 _CREATED_DIR = "DAIFUKU_METRICS_DIR_CREATED"  # set when on_starting made a temporary directory
+_prepared: tuple[int, Path] | None = None  # the process that prepared a directory, and which
 
 
 def prepare_multiprocess_dir(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -279,9 +280,14 @@ def prepare_multiprocess_dir(directory: str | os.PathLike[str] | None = None) ->
     shared directory of every process started from now on, emptied of an earlier run's files.
 
     Call it in the process that starts the workers, before they start: it sets the variable
-    in this process's environment, which the workers inherit.
+    in this process's environment, which the workers inherit. Called again in the same process
+    for the same directory, it leaves the directory as it is (the files this process wrote
+    since stay).
     """
+    global _prepared
     given = directory if directory is not None else multiprocess_dir()
+    if given is not None and _prepared == (os.getpid(), Path(given)):
+        return Path(given)
     if given is None:
         path = Path(tempfile.mkdtemp(prefix="daifuku-metrics-"))
         os.environ[_CREATED_DIR] = str(path)
@@ -292,11 +298,14 @@ def prepare_multiprocess_dir(directory: str | os.PathLike[str] | None = None) ->
             stale.unlink()
     os.environ[MULTIPROCESS_DIR] = str(path)
     _use_multiprocess_values()
+    _prepared = (os.getpid(), path)
     return path
 
 
 def remove_multiprocess_dir() -> None:
     """Remove the directory ``prepare_multiprocess_dir`` created (one it was given stays)."""
+    global _prepared
+    _prepared = None
     created = os.environ.pop(_CREATED_DIR, None)
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)

@@ -101,7 +101,5 @@ def test_a_read_model_figure_that_cannot_be_read_is_left_out_and_the_scrape_answ
     assert value(text, "daifuku_ledger_events_appended_total") == (
         server.ledger.recorder.max_notification_id()
     )
-    assert names(text).isdisjoint(
-        {"daifuku_read_models_position", "daifuku_projection_lag_events"}
-    )
+    assert names(text).isdisjoint({"daifuku_read_models_position", "daifuku_projection_lag_events"})
     assert value(text, "daifuku_http_requests_in_flight") == 1
