@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from api.auth import public
 from api.blueprint import ApiBlueprint
 from api.context import backend
-from api.metrics import CONTENT_TYPE
+from api.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, LedgerFigures
 from api.problems import DATABASE_UNAVAILABLE, PROBLEM_MIMETYPE, problem_response
 from api.schemas import Health, ProblemSchema
 
@@ -46,8 +46,18 @@ def healthz() -> dict[str, Any] | Response:
 @blp.route("/metrics")
 @public
 @blp.doc(
-    responses={"200": {"description": "Prometheus text format", "content": {CONTENT_TYPE: {}}}}
+    responses={
+        "200": {
+            "description": "Prometheus text format, or OpenMetrics when the Accept header asks "
+            "for it",
+            "content": {CONTENT_TYPE: {}, OPENMETRICS_CONTENT_TYPE: {}},
+        }
+    }
 )
 def metrics() -> Response:
-    """Request counts, latency histograms and scheduler gauges in Prometheus text format"""
-    return Response(backend().metrics.render(), mimetype=None, content_type=CONTENT_TYPE)
+    """Request counts, latency histograms and scheduler figures of every server process, and
+    the ledger's: events appended, projection lag, analytics age"""
+    found = backend()
+    figures = LedgerFigures(found.ledger, found.views, found.clock)
+    body, content_type = found.metrics.render(figures, accept=request.headers.get("Accept"))
+    return Response(body, mimetype=None, content_type=content_type)

@@ -4,6 +4,9 @@ Set DAIFUKU_RUN_SCHEDULER=1 in exactly one place (one worker, or run ``daifuku s
 separately) to record time-driven changes in the background. Reads come from the read models
 (DAIFUKU_READ_MODELS=views, the default): run ``daifuku project`` beside the server to keep them
 up to date (docker-compose.yml's worker service does), or set DAIFUKU_READ_MODELS=ledger.
+
+``gunicorn -c python:api.gunicorn_config ...`` gives gunicorn the hooks that make ``/metrics``
+count every worker (api/metrics.py); without them each scrape sees the worker that answered.
 """
 
 from __future__ import annotations

@@ -91,6 +91,7 @@ class Server:
     def command(self) -> list[str]:
         return [
             str(BIN / "gunicorn"),
+            "--config", "python:api.gunicorn_config",  # /metrics of every worker, as deployed
             "--workers", str(self.workers),
             "--threads", str(self.threads),
             "--worker-class", self.worker_class,

@@ -9,6 +9,7 @@ import pytest
 
 from tests.e2e.assertions import assert_problem
 from tests.e2e.conftest import Server
+from tests.scrapes import names, value
 
 # The contract lives in the team's shared folder beside the checkout; a clean clone elsewhere
 # (CI) reads the copy kept in the repository, which a test below keeps equal to it.
@@ -103,19 +104,52 @@ def test_metrics_count_requests_by_method_route_and_status(server: Server) -> No
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    assert 'daifuku_http_requests_total{method="GET",endpoint="/healthz",status="200"} 1' in text
-    assert (
-        'daifuku_http_requests_total{method="GET",endpoint="/v1/members/<id:member_id>",'
-        'status="404"} 1'
-    ) in text
-    assert 'endpoint="/v1/program",status="401"} 1' in text
+    requests = "daifuku_http_requests_total"
+    assert value(text, requests, method="GET", endpoint="/healthz", status="200") == 1
+    member = "/v1/members/<id:member_id>"
+    assert value(text, requests, method="GET", endpoint=member, status="404") == 1
+    assert value(text, requests, method="GET", endpoint="/v1/program", status="401") == 1
     assert "# TYPE daifuku_http_request_duration_seconds histogram" in text
-    assert re.search(
-        r'daifuku_http_request_duration_seconds_count\{method="GET",endpoint="/healthz"\} 1', text
+    latency = "daifuku_http_request_duration_seconds"
+    assert value(text, f"{latency}_count", method="GET", endpoint="/healthz") == 1
+    assert value(text, f"{latency}_bucket", method="GET", endpoint="/healthz", le="+Inf") == 1
+    assert value(text, "daifuku_http_requests_in_flight") == 1  # this scrape
+    assert value(text, "daifuku_scheduler_runs_total") == 0
+    assert value(text, "daifuku_ledger_events_appended_total") == (
+        server.ledger.recorder.max_notification_id()
     )
-    assert re.search(r"^daifuku_http_requests_in_flight 1$", text, re.MULTILINE)
+    assert value(text, "daifuku_ledger_figures_up") == 1
+    assert "daifuku_projection_lag_events" not in names(text)  # no read models: no projection
     for line in text.splitlines():
         assert line.startswith("#") or re.match(r"^[a-z_]+(\{.*\})? [0-9.e+-]+$", line), line
+    again = server.client.get("/metrics").get_data(as_text=True)
+    assert value(again, requests, method="GET", endpoint="/metrics", status="200") == 1
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks_for_it(server: Server) -> None:
+    response = server.client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert response.status_code == 200
+    assert response.mimetype == "application/openmetrics-text"
+    text = response.get_data(as_text=True)
+    assert text.endswith("# EOF\n")
+    assert "# TYPE daifuku_http_requests counter" in text
+
+
+def test_metrics_still_answer_when_the_database_does_not(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable() -> None:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(server.ledger.recorder, "max_notification_id", unreachable)
+    response = server.client.get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert value(text, "daifuku_ledger_figures_up") == 0
+    assert "daifuku_ledger_events_appended_total" not in names(text)
+    assert value(text, "daifuku_http_requests_in_flight") == 1
 
 
 def test_the_app_serves_and_documents_the_whole_contract_of_api_md(server: Server) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from api.metrics import Metrics
 from api.scheduler import Scheduler
+from tests.scrapes import value
 
 
 class FlakyLedger:
@@ -37,9 +38,11 @@ def test_the_scheduler_keeps_running_after_a_failed_pass_and_stops_when_told() -
         scheduler.stop()
     assert not scheduler._thread.is_alive()
     calls = ledger.calls
-    rendered = metrics.render()
-    assert f"daifuku_scheduler_runs_total {calls}" in rendered
-    assert "daifuku_scheduler_failures_total 1" in rendered
-    assert f"daifuku_scheduler_events_recorded_total {2 * (calls - 1)}" in rendered
+    rendered = metrics.render()[0].decode()
+    assert value(rendered, "daifuku_scheduler_runs_total") == calls
+    assert value(rendered, "daifuku_scheduler_failures_total") == 1
+    assert value(rendered, "daifuku_scheduler_events_recorded_total") == 2 * (calls - 1)
+    last_run = value(rendered, "daifuku_scheduler_last_run_timestamp_seconds")
+    assert last_run is not None and last_run > 0
     time.sleep(0.05)  # five intervals
     assert ledger.calls == calls  # nothing runs after stop
