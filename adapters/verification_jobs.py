@@ -244,7 +244,12 @@ class VerificationJobs:
             last = seconds
             rate = done / seconds if seconds > 0 else 0.0
             now = _text(self.clock.now())
-            if not self._db.run(PROGRESS, (done, total, rate, now, job_id)):
+            try:
+                written = self._db.run(PROGRESS, (done, total, rate, now, job_id))
+            except Exception as error:  # the database away for a moment: the replay goes on
+                log.warning("verification %s: progress not written: %s", job_id, error)
+                return
+            if not written:
                 stop.set()  # another process gave it up for dead: this run no longer counts
 
         return report
