@@ -4,6 +4,7 @@ and compare the two, member by member and field by field."""
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -13,6 +14,7 @@ from adapters.projections import (
     REPLAY_PAGE,
     REPLAY_ROWS_EVERY,
     MemberStatusProjection,
+    ProgressReport,
     ProjectionWorker,
     Shapes,
 )
@@ -22,6 +24,10 @@ from domain.ledger import Ledger
 
 MISSING_LIVE = "missing in live view"
 MISSING_REPLAYED = "missing in replay"
+
+
+class VerificationStopped(Exception):
+    """Told to stop before the replay was whole: a partial replay proves nothing."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,15 @@ class Verification:
         }
 
 
-def verify_member_status(ledger: Ledger, live: MemberStatusView, shapes: Shapes) -> Verification:
-    """Replay the log up to the live view's position into a fresh SQLite file and compare."""
+def verify_member_status(
+    ledger: Ledger,
+    live: MemberStatusView,
+    shapes: Shapes,
+    progress: ProgressReport | None = None,
+    stop: threading.Event | None = None,
+) -> Verification:
+    """Replay the log up to the live view's position into a fresh SQLite file and compare;
+    ``progress`` hears of the replay a page at a time, ``stop`` ends it between pages."""
     position, live_rows, live_purchases = live.rows_with_position(ledger.name)
     with tempfile.TemporaryDirectory(prefix="daifuku-verify-") as scratch_dir:
         scratch_db = Database(kind="sqlite", path=str(Path(scratch_dir) / "replay.db"))
@@ -63,7 +76,9 @@ def verify_member_status(ledger: Ledger, live: MemberStatusView, shapes: Shapes)
             projection = MemberStatusProjection(scratch, ledger, shapes)
             worker = ProjectionWorker(ledger, projection, REPLAY_PAGE, REPLAY_ROWS_EVERY)
             # A view never built is compared with the whole history.
-            events = worker.catch_up(until=position)
+            events = worker.catch_up(until=position, progress=progress, stop=stop)
+            if stop is not None and stop.is_set():
+                raise VerificationStopped(f"stopped after {events} events")
             replayed_rows = list(scratch.all())
             replayed_purchases = list(scratch.all_purchases())
         finally:

@@ -17,6 +17,7 @@ from flask_smorest.utils import prepare_response
 
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
+from adapters.verification_jobs import VerificationJobs
 from adapters.views import MemberStatusView
 from api import (
     analytics,
@@ -31,6 +32,7 @@ from api import (
     program,
     purchases,
     redemptions,
+    representations,
 )
 from api import keys as key_views  # ``keys`` is create_app's KeyStore
 from api.admission import limit_writes
@@ -110,6 +112,7 @@ def create_app(
     read_wait_seconds: float = 2.0,
     write_concurrency: int | None = None,
     import_rejections: Rejections | None = None,
+    verifications: VerificationJobs | None = None,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -136,6 +139,8 @@ def create_app(
         },
     )
     metrics = Metrics()
+    if verifications is None:  # an app without a database of its own: its jobs live here
+        verifications = VerificationJobs.in_memory(ledger, representations, clock)
     app.extensions[EXTENSION] = Backend(
         ledger=ledger,
         keys=keys,
@@ -143,6 +148,7 @@ def create_app(
         clock=clock,
         token_ttl_seconds=token_ttl_seconds,
         metrics=metrics,
+        verifications=verifications,
         views=views,
         read_wait_seconds=read_wait_seconds,
         import_rejections=import_rejections or MemoryRejections(),

@@ -14,7 +14,9 @@ from adapters.import_rejections import TableRejections
 from adapters.keys import KeyStore
 from adapters.settings import Settings
 from adapters.vault import Vault
+from adapters.verification_jobs import VerificationJobs
 from adapters.views import open_member_status_view
+from api import representations
 from api.app import create_app
 from api.context import EXTENSION, Backend
 from domain.actors import Actor, Cause
@@ -95,13 +97,19 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
     clock = clock or SystemClock()
     ledger, keys, secret = bootstrap(settings, clock)
     views = None
+    rejections = None
     try:
         if settings.read_models == "views":
             views = open_member_status_view(ledger.env)
         rejections = TableRejections(settings.database)
+        verifications = VerificationJobs.on_database(
+            settings.database, ledger, representations, clock
+        )
     except BaseException:
         if views is not None:
             views.close()
+        if rejections is not None:
+            rejections.close()
         ledger.close()
         keys.close()
         raise
@@ -115,6 +123,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
         read_wait_seconds=settings.read_wait_seconds,
         write_concurrency=settings.write_concurrency,
         import_rejections=rejections,
+        verifications=verifications,
     )
     return app, ledger, keys
 
@@ -122,6 +131,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
 def close_app(app: Flask) -> None:
     """Close what ``build_app`` opened."""
     found: Backend = app.extensions[EXTENSION]
+    found.verifications.close()  # a job running here ends as interrupted
     if found.views is not None:
         found.views.close()
     found.ledger.close()

@@ -30,12 +30,12 @@ from adapters.projections import (
     replay,
 )
 from adapters.settings import ConfigurationError, Settings
-from adapters.verification import verify_member_status
+from adapters.verification_jobs import RUNNING, VerificationJobs
 from adapters.views import MemberStatusView, open_member_status_view
 from api import import_file, representations
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
-from api.progress import ProgressLine
+from api.progress import ProgressLine, events_bar
 from api.scheduler import INTERVAL_SECONDS, Scheduler
 from domain.ledger import Ledger
 
@@ -124,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("file", help="an export written by GET /v1/audit/export")
     verify.set_defaults(run=_verify_export, needs_settings=False)
     check = audit_commands.add_parser(
-        "verify", help="replay the history into fresh read models and compare with the live ones"
+        "verify",
+        help="replay the history into fresh read models and compare with the live ones "
+        "(exit 1: differences, 2: the verification could not finish)",
     )
     check.set_defaults(run=_verify_views)
     return parser
@@ -378,18 +380,46 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify_views(args: argparse.Namespace, settings: Settings) -> int:
-    with _ledger_and_views(settings) as (ledger, view):
-        result = verify_member_status(ledger, view, representations)
-    if not result.live_view_built:
+    """Run a verification job here (or follow the one a server runs) with a progress bar;
+    0: no difference, 1: differences, 2: the job failed or was interrupted."""
+    ledger, keys, _ = bootstrap(settings)
+    jobs = VerificationJobs.on_database(settings.database, ledger, representations, ledger.clock)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        job, started_here = jobs.start()
+        if not started_here:
+            print(f"Following verification {job.id}, running since {job.started_at}.")
+        with events_bar("verify") as progress:
+            while job.status == RUNNING:
+                if job.events_total is not None:  # known once the replay has begun
+                    progress(job.events_done, job.events_total)
+                job = jobs.wait(job.id, timeout=0.5) or job
+            progress(job.events_done, job.events_total or job.events_done)
+    except ValueError as error:
+        return _refuse(error)
+    except KeyboardInterrupt:
+        print("Stopping: the verification ends as interrupted.", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        jobs.close()
+        ledger.close()
+        keys.close()
+    if job.result is None:
+        print(f"daifuku: verification {job.id} {job.status}: {job.error}", file=sys.stderr)
+        return 2
+    result = job.result
+    if result["position"] is None:
         print("The live member_status view was never built (run daifuku project).")
-    for mismatch in result.mismatches:
+    for mismatch in result["mismatches"]:
         print(
-            f"MISMATCH {mismatch.member_id} {mismatch.field}: "
-            f"live {mismatch.live!r}, replayed {mismatch.replayed!r}"
+            f"MISMATCH {mismatch['member_id']} {mismatch['field']}: "
+            f"live {mismatch['live']!r}, replayed {mismatch['replayed']!r}"
         )
-    verdict = "OK" if not result.mismatches else f"{len(result.mismatches)} mismatches"
-    print(f"{verdict}: {result.events} events replayed, {result.members} members compared.")
-    return 0 if not result.mismatches else 1
+    count = len(result["mismatches"])
+    verdict = "OK" if not count else f"{count} mismatches"
+    print(f"{verdict}: {result['events']} events replayed, {result['members']} members compared.")
+    return 0 if not count else 1
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ from flask import current_app, g
 
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
+from adapters.verification_jobs import VerificationJobs
 from adapters.views import MemberStatusView
 from api.metrics import Metrics
 
@@ -30,6 +31,7 @@ class Backend:
     clock: Clock
     token_ttl_seconds: int
     metrics: Metrics
+    verifications: VerificationJobs  # replays of the whole history, run as jobs
     views: MemberStatusView | None = None  # None: every read is answered by the ledger
     read_wait_seconds: float = 2.0
     # What imports refused, so that the same import posted again refuses it again.

@@ -65,7 +65,15 @@ SERVER_BUSY = ProblemType("server-busy", 503, "Server busy")
 DATABASE_UNAVAILABLE = ProblemType("database-unavailable", 503, "Database unavailable")
 UNKNOWN_KEY = ProblemType("unknown-key", 404, "Unknown key")
 LAST_ADMIN_KEY = ProblemType("last-admin-key", 409, "Last admin key")
-API_PROBLEMS = (INVALID_INPUT, SERVER_BUSY, DATABASE_UNAVAILABLE, UNKNOWN_KEY, LAST_ADMIN_KEY)
+UNKNOWN_VERIFICATION = ProblemType("unknown-verification", 404, "Unknown verification")
+API_PROBLEMS = (
+    INVALID_INPUT,
+    SERVER_BUSY,
+    DATABASE_UNAVAILABLE,
+    UNKNOWN_KEY,
+    LAST_ADMIN_KEY,
+    UNKNOWN_VERIFICATION,
+)
 
 # A class not listed answers as its nearest listed base; tests/unit/test_problem_types.py fails
 # for any error in domain/ that is not listed.

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from tqdm import tqdm
 
 
 class ProgressLine:
@@ -38,3 +42,27 @@ class ProgressLine:
             self.out.write("\n")
             self.out.flush()
             self._pending = False
+
+
+@contextmanager
+def events_bar(label: str, out: TextIO | None = None) -> Iterator[Callable[[int, int], None]]:
+    """``update(done, total)``: a tqdm bar with rate and ETA on a terminal, else a plain line
+    every few seconds (``ProgressLine``)."""
+    out = out or sys.stderr
+    if not out.isatty():
+        line = ProgressLine(label, out)
+        started = time.monotonic()
+        yield lambda done, total: line(done, total, time.monotonic() - started)
+        line.finish()
+        return
+    bar: tqdm[Any] = tqdm(desc=label, unit="events", unit_scale=True, file=out)
+
+    def update(done: int, total: int) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()

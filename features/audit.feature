@@ -6,7 +6,8 @@ Feature: Audit: the ledger is the truth; every read model is rebuilt and checked
   carries the SHA-256 of the line before it, so anyone can check an export offline: a line that
   was changed breaks the chain at that line. The verification replays the history into a fresh
   view up to the live view's position and reports every difference, naming the member and the
-  field. The projection worker records the position of the events it applied in the same
+  field; it runs in the background, the auditor following its progress, and an auditor asking
+  while one runs is given that one. The projection worker records the position of the events it applied in the same
   transaction as the rows they changed, so a worker killed at any moment and started again
   applies every event exactly once.
 
@@ -68,6 +69,14 @@ Feature: Audit: the ledger is the truth; every read model is rebuilt and checked
       | member | field            | value      |
       | ann    | points.available | 12345      |
       | bob    | tier.name        | "platinum" |
+
+  Scenario: A verification runs in the background, and asking again while it runs gives the same one
+    Given the projection worker has caught up with the ledger
+    When the auditor starts a verification that is held after replaying its first events
+    Then the verification is running, with how many events it has replayed out of how many
+    And the auditor asking again is given the same verification
+    When the verification is let go and finishes
+    Then the verification replayed every event of the log and found no difference
 
   Scenario: The verification reports a view row deleted behind its back
     Given the projection worker has caught up with the ledger

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -24,15 +25,24 @@ from psycopg import sql
 from pytest_bdd import given, scenarios, then, when
 
 from adapters.export import canonical, sha256, verify_lines
-from adapters.projections import PAGE, MemberStatusProjection, ProjectionWorker, replay
+from adapters.projections import (
+    PAGE,
+    MemberStatusProjection,
+    ProgressReport,
+    ProjectionWorker,
+    Shapes,
+    replay,
+)
 from adapters.settings import Database
-from adapters.verification import MISSING_LIVE
+from adapters.verification import MISSING_LIVE, Verification, verify_member_status
+from adapters.verification_jobs import VerificationJobs
 from adapters.views import MemberStatusView, open_member_status_view, plain
 from api import representations
 from api.app import create_app
 from api.cli import main
 from api.context import EXTENSION, Backend
 from api.reads import READ_FROM_HEADER
+from domain.ledger import Ledger
 from tests.answers import answers
 from tests.bdd.conftest import World, publish_program, purchase_body, step
 
@@ -537,11 +547,57 @@ def verify_export_command(audit: Audit) -> int:
 # The verification.
 
 
-def verify(world: World) -> dict[str, Any]:
+def jobs(world: World) -> VerificationJobs:
+    backend: Backend = world.client.application.extensions[EXTENSION]
+    return backend.verifications
+
+
+def start_verification(world: World) -> dict[str, Any]:
     response = world.call("POST", "/v1/audit/verifications", "auditor")
+    found: dict[str, Any] = response.get_json()
+    assert response.status_code == 202, found
+    assert response.headers["Location"] == f"/v1/audit/verifications/{found['id']}"
+    return found
+
+
+def look_at_verification(world: World, job_id: str) -> dict[str, Any]:
+    response = world.call("GET", f"/v1/audit/verifications/{job_id}", "auditor")
     found: dict[str, Any] = response.get_json()
     assert response.status_code == 200, found
     return found
+
+
+def verify(world: World) -> dict[str, Any]:
+    """Start a verification, wait for its thread to end, and read what it found."""
+    job_id = start_verification(world)["id"]
+    jobs(world).wait(job_id, timeout=60)
+    found = look_at_verification(world, job_id)
+    assert found["status"] == "done", found
+    return found
+
+
+class HeldVerification:
+    """The real verification, held after its first progress report until ``release``."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.job_id = ""
+
+    def __call__(
+        self,
+        ledger: Ledger,
+        live: MemberStatusView,
+        shapes: Shapes,
+        progress: ProgressReport,
+        stop: threading.Event,
+    ) -> Verification:
+        def report(done: int, total: int, seconds: float) -> None:
+            progress(done, total, seconds)
+            self.reached.set()
+            self.release.wait(60)
+
+        return verify_member_status(ledger, live, shapes, report, stop)
 
 
 @pytest.fixture
@@ -550,10 +606,48 @@ def verification() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture
+def held() -> Iterator[HeldVerification]:
+    found = HeldVerification()
+    yield found
+    found.release.set()
+
+
 @when("the auditor asks for a verification")
 def auditor_verifies(audit: Audit, verification: dict[str, Any]) -> None:
     verification.clear()
     verification.update(verify(audit.world))
+
+
+@when("the auditor starts a verification that is held after replaying its first events")
+def auditor_starts_held(audit: Audit, held: HeldVerification) -> None:
+    jobs(audit.world).verify = held
+    held.job_id = start_verification(audit.world)["id"]
+    assert held.reached.wait(60)
+
+
+@then("the verification is running, with how many events it has replayed out of how many")
+def verification_running(audit: Audit, held: HeldVerification) -> None:
+    found = look_at_verification(audit.world, held.job_id)
+    head = audit.head()
+    assert found["status"] == "running", found
+    progress = found["progress"]
+    assert (progress["events_done"], progress["events_total"]) == (head, head), found
+    assert progress["finished_at"] is None and "mismatches" not in found, found
+
+
+@then("the auditor asking again is given the same verification")
+def same_verification(audit: Audit, held: HeldVerification) -> None:
+    assert start_verification(audit.world)["id"] == held.job_id
+
+
+@when("the verification is let go and finishes")
+def verification_let_go(audit: Audit, held: HeldVerification, verification: dict[str, Any]) -> None:
+    held.release.set()
+    jobs(audit.world).wait(held.job_id, timeout=60)
+    verification.clear()
+    verification.update(look_at_verification(audit.world, held.job_id))
+    assert verification["status"] == "done", verification
 
 
 @then("the verification replayed every event of the log and found no difference")

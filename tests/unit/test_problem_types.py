@@ -78,6 +78,7 @@ API_CONTRACT = {
     "database-unavailable": (503, "Database unavailable"),
     "unknown-key": (404, "Unknown key"),
     "last-admin-key": (409, "Last admin key"),
+    "unknown-verification": (404, "Unknown verification"),
 }
 
 
