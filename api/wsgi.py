@@ -1,4 +1,5 @@
-"""``gunicorn api.wsgi:app``: the server built from the environment.
+"""``gunicorn api.wsgi:app``: the server built from the environment (``daifuku serve`` runs
+gunicorn itself, with the background work: api/server.py).
 
 Set DAIFUKU_RUN_SCHEDULER=1 in exactly one place (one worker, or run ``daifuku scheduler``
 separately) to record time-driven changes in the background. Reads come from the read models
@@ -13,6 +14,7 @@ import atexit
 from flask import Flask
 
 from adapters.settings import Settings
+from api import logs
 from api.bootstrap import build_app, close_app
 from api.context import EXTENSION
 from api.scheduler import Scheduler
@@ -20,6 +22,7 @@ from api.scheduler import Scheduler
 
 def _start() -> Flask:
     settings = Settings.from_environ()
+    logs.configure(settings.log_format)  # one line per request; gunicorn's access log is off
     application, ledger, _ = build_app(settings)
     scheduler: Scheduler | None = None
     if settings.run_scheduler:
