@@ -47,14 +47,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def log_config(log_format: str = "plain") -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` dictionary: INFO and above to standard error."""
+def log_config(log_format: str = "plain", gunicorn: bool = True) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dictionary: INFO and above to standard error, gunicorn's
+    messages included unless ``gunicorn`` is False (its own options then say where they go)."""
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
     formatter: dict[str, Any] = (
         {"()": JsonFormatter} if log_format == "json" else {"format": PLAIN_FORMAT}
     )
-    return {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"daifuku": formatter},
@@ -66,17 +67,19 @@ def log_config(log_format: str = "plain") -> dict[str, Any]:
             }
         },
         "root": {"level": "INFO", "handlers": ["stderr"]},
-        "loggers": {
+    }
+    if gunicorn:
+        config["loggers"] = {
             # gunicorn's messages go through the root's handler, in the same format.
             "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
             # Off: the request line below is the one line per request.
             "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
-        },
-    }
+        }
+    return config
 
 
-def configure(log_format: str = "plain") -> None:
-    logging.config.dictConfig(log_config(log_format))
+def configure(log_format: str = "plain", gunicorn: bool = True) -> None:
+    logging.config.dictConfig(log_config(log_format, gunicorn))
 
 
 def install(app: Flask) -> None:

@@ -22,7 +22,9 @@ from api.scheduler import Scheduler
 
 def _start() -> Flask:
     settings = Settings.from_environ()
-    logs.configure(settings.log_format)  # one line per request; gunicorn's access log is off
+    # One line per request (gunicorn's access log is off unless asked for); gunicorn's own
+    # messages keep going where its options say.
+    logs.configure(settings.log_format, gunicorn=False)
     application, ledger, _ = build_app(settings)
     scheduler: Scheduler | None = None
     if settings.run_scheduler:

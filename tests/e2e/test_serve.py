@@ -4,6 +4,7 @@ a graceful stop; and ``--dev``, werkzeug's development server."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -22,7 +23,9 @@ from typing import Any
 
 import pytest
 
+from api.logs import REQUEST_LOGGER, JsonFormatter
 from api.server import cpu_count
+from tests.e2e.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 90  # a bound on waiting, not a measure: a loaded 2-core machine is slow
@@ -168,6 +171,25 @@ def test_serve_answers_on_gunicorn_with_the_background_work_once(database_url: s
     assert len([line for line in served.logged if "background work started" in line]) == 1
 
 
+def test_the_background_work_starts_again_if_its_process_dies(sqlite_url: str) -> None:
+    with serving(sqlite_url) as served:
+        assert served.wait_for_log(lambda line: "background work started" in line)
+        (arbiter,) = [pid for pid in children(served.process.pid) if children(pid)]
+        (background,) = children(arbiter)
+        os.kill(background, signal.SIGKILL)
+        started = served.wait_for_log(lambda line: "background work started" in line, count=2)
+        assert len(started) == 2, served.logged
+        (again,) = children(arbiter)
+        assert again != background
+        storefront = served.keys["storefront"]
+        served.call("/v1/members", {"member_id": "bo", "email": "b@x.io"}, storefront)
+        order = {"order_id": "B-1", "member_id": "bo", "amount": "5.00", "currency": "USD"}
+        _, bought = served.call("/v1/purchases", order, storefront)
+        headers, _ = served.call(f"/v1/members/bo?after={bought['position']}", key=storefront)
+        assert headers["Daifuku-Read-From"] == "view"  # the new process projects
+        assert served.stop() == 0
+
+
 @pytest.mark.parametrize("log_format", ["plain", "json"])
 def test_one_log_line_per_request_without_keys_or_query(sqlite_url: str, log_format: str) -> None:
     with serving(sqlite_url, DAIFUKU_LOG_FORMAT=log_format) as served:
@@ -277,3 +299,16 @@ def test_serve_refuses_a_bad_worker_count(sqlite_url: str) -> None:
     )
     assert done.returncode == 2
     assert "--workers" in done.stderr
+
+
+def test_a_path_cannot_break_the_log_line(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger=REQUEST_LOGGER):
+        response = server.client.get("/v1/members/a%0A2026%20INFO%20forged?email=a@b.c")
+    (record,) = [record for record in caplog.records if record.name == REQUEST_LOGGER]
+    line = record.getMessage()
+    assert "\n" not in line and " forged" not in line and "a@b.c" not in line, line
+    assert record.fields["path"] == "/v1/members/a%0A2026%20INFO%20forged"  # type: ignore[attr-defined]
+    assert record.fields["status"] == response.status_code  # type: ignore[attr-defined]
+    formatted = json.loads(JsonFormatter().format(record))
+    assert formatted["path"] == record.fields["path"]  # type: ignore[attr-defined]
+    assert formatted["level"] == "INFO" and formatted["logger"] == REQUEST_LOGGER
