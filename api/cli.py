@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_count,
         metavar="N",
-        help=f"server processes (default: {server.SQLITE_WORKERS} on SQLite, one per core and at "
-        "least 2 on PostgreSQL)",
+        help=f"server processes (default: {server.SQLITE_WORKERS} on SQLite; on PostgreSQL one per "
+        "core, 2 to 3)",
     )
     serve.add_argument(
         "--threads",

@@ -33,8 +33,12 @@ from api.bootstrap import build_app, close_app
 SQLITE_WORKERS = 1
 # PostgreSQL: a process per core, since a request's CPU work in Python holds the interpreter
 # lock; the bench (bench/server.py) found more processes than cores no faster on 2 cores, and
-# each one costs ~65 MiB and a cache of its own. 8 threads a process cover the waits on the
-# database (2 x 8 is the bench's configuration on its 2-core machine).
+# each one costs ~65 MiB and a cache of its own. At most 3 by default: each process opens ~20
+# connections (a pool of 10 for the ledger, more for the read models, keys and vault), and 3
+# workers with the background process stay well below PostgreSQL's default max_connections
+# (100); more workers need a raised max_connections and --workers. 8 threads a process cover
+# the waits on the database (2 x 8 is the bench's configuration on its 2-core machine).
+POSTGRES_WORKERS = (2, 3)  # at least, at most
 THREADS = 8
 GRACEFUL_TIMEOUT = 30  # seconds a stopping worker has for the requests in flight
 WORKER_TIMEOUT = 120  # seconds a worker's main loop may go silent before it is replaced
@@ -50,7 +54,10 @@ def cpu_count() -> int:
 
 
 def default_workers(settings: Settings) -> int:
-    return SQLITE_WORKERS if settings.database.kind == "sqlite" else max(2, cpu_count())
+    if settings.database.kind == "sqlite":
+        return SQLITE_WORKERS
+    fewest, most = POSTGRES_WORKERS
+    return min(max(fewest, cpu_count()), most)
 
 
 class DaifukuServer(BaseApplication):

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from adapters.settings import Settings
+from api import server as daifuku_server
 from api.logs import REQUEST_LOGGER, JsonFormatter
 from api.server import cpu_count
 from tests.e2e.conftest import Server
@@ -145,7 +147,7 @@ def test_serve_answers_on_gunicorn_with_the_background_work_once(database_url: s
     with serving(database_url) as served:
         keys = served.keys
         assert list(keys) == ["storefront", "auditor", "admin"]
-        workers = max(2, cpu_count()) if postgres else 1
+        workers = min(max(2, cpu_count()), 3) if postgres else 1
         assert f"Serving with gunicorn: {workers} x 8 threads" in served.printed
         with urllib.request.urlopen(f"{served.url}/healthz", timeout=30) as response:
             assert response.headers["Server"].startswith("gunicorn")
@@ -312,3 +314,14 @@ def test_a_path_cannot_break_the_log_line(server: Server, caplog: pytest.LogCapt
     formatted = json.loads(JsonFormatter().format(record))
     assert formatted["path"] == record.fields["path"]  # type: ignore[attr-defined]
     assert formatted["level"] == "INFO" and formatted["logger"] == REQUEST_LOGGER
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 2), (2, 2), (3, 3), (16, 3)])
+def test_default_workers_suit_the_store(
+    cores: int, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daifuku_server, "cpu_count", lambda: cores)
+    postgres = Settings.from_environ({"DAIFUKU_DATABASE_URL": "postgresql://u@h/db"})
+    sqlite = Settings.from_environ({"DAIFUKU_DATABASE_URL": "sqlite:////tmp/x.db"})
+    assert daifuku_server.default_workers(postgres) == workers
+    assert daifuku_server.default_workers(sqlite) == 1
