@@ -14,4 +14,5 @@ RUN pip install . \
 
 USER daifuku
 EXPOSE 8000
+# gunicorn, with the scheduler and the projection worker (api/server.py); SIGTERM stops it cleanly.
 CMD ["daifuku", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -121,6 +121,7 @@ class Settings:
         "DAIFUKU_READ_WAIT_SECONDS",
         "DAIFUKU_WRITE_CONCURRENCY",
         "DAIFUKU_RUN_SCHEDULER",
+        "DAIFUKU_LOG_FORMAT",
     )
 
     database: Database
@@ -135,6 +136,7 @@ class Settings:
     run_scheduler: bool = False  # api/wsgi.py runs the scheduler in each worker
     # Wraps every member's data key; None: the key generated once and kept in the database.
     master_key: bytes | None = field(default=None, repr=False)
+    log_format: str = "plain"  # or "json": one JSON object a line (api/logs.py)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +152,7 @@ class Settings:
             write_concurrency=_positive_int(env, "DAIFUKU_WRITE_CONCURRENCY", 1),
             run_scheduler=_switch(env, "DAIFUKU_RUN_SCHEDULER"),
             master_key=_master_key(env, "DAIFUKU_MASTER_KEY"),
+            log_format=_choice(env, "DAIFUKU_LOG_FORMAT", ("plain", "json")),
         )
 
 

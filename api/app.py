@@ -10,10 +10,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
+from swagger_ui_bundle import swagger_ui_path
 
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
@@ -25,6 +26,7 @@ from api import (
     audit_verification,
     events,
     imports,
+    logs,
     members,
     ops,
     personal_data,
@@ -57,7 +59,12 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+# /docs loads Swagger UI from the files the swagger-ui-bundle-v2 package installs, served here:
+# the page works without the internet and runs no third party's script.
+SWAGGER_UI = "/docs/assets/"
+SWAGGER_UI_ASSETS = Blueprint(
+    "api-docs-assets", __name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI
+)
 DESCRIPTION = (
     "Event-sourced loyalty ledger. Money is a decimal string, times are RFC 3339 with an "
     "offset, errors are application/problem+json. Request bodies with unknown fields are "
@@ -125,6 +132,8 @@ def create_app(
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL=SWAGGER_UI,
+        # No badge: Swagger UI would send the document to a public validator for it.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         API_SPEC_OPTIONS={
             "info": {"description": DESCRIPTION},
             "components": {
@@ -174,6 +183,7 @@ def create_app(
     ):
         api.register_blueprint(blueprint)
     imports.allow_large_bodies(app)
+    app.register_blueprint(SWAGGER_UI_ASSETS)
 
     @app.before_request
     def start() -> None:
@@ -210,4 +220,5 @@ def create_app(
             metrics.request_finished(request.method, endpoint, response.status_code, elapsed)
         return response
 
+    logs.install(app)  # after ``finish``, so that it runs before it
     return app

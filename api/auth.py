@@ -16,7 +16,7 @@ from api.problems import Problem
 F = TypeVar("F", bound=Callable[..., Any])
 SECURITY_SCHEME = "bearerAuth"
 MAX_CREDENTIAL_LENGTH = 512
-DOC_BLUEPRINTS = {"api-docs"}
+DOC_BLUEPRINTS = {"api-docs", "api-docs-assets"}
 
 
 @dataclass(frozen=True)

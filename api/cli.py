@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -12,8 +14,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import is_running_from_reloader, run_simple
 
 from adapters.export import export_lines, verify_lines
 from adapters.keys import (
@@ -32,7 +35,7 @@ from adapters.projections import (
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification_jobs import RUNNING, VerificationJobs
 from adapters.views import MemberStatusView, open_member_status_view
-from api import import_file, representations
+from api import import_file, logs, representations, server
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
 from api.progress import ProgressLine, events_bar
@@ -88,9 +91,30 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("key_id", metavar="KEY_ID", help="as `daifuku keys list` shows it")
     rotate.set_defaults(run=_rotate_key)
 
-    serve = commands.add_parser("serve", help="serve the HTTP API (and run the scheduler)")
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API with gunicorn, with the scheduler and projection worker"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        metavar="N",
+        help=f"server processes (default: {server.SQLITE_WORKERS} on SQLite; on PostgreSQL one per "
+        "core, 2 to 3)",
+    )
+    serve.add_argument(
+        "--threads",
+        type=_count,
+        default=server.THREADS,
+        metavar="N",
+        help=f"threads per process (default: {server.THREADS})",
+    )
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="werkzeug's development server instead, restarted when a source file changes",
+    )
     serve.set_defaults(run=_serve)
 
     scheduler = commands.add_parser("scheduler", help="record time-driven changes that are due")
@@ -130,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_verify_views)
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError("give 1-256")
+    return count
 
 
 def _days(text: str) -> int:
@@ -247,38 +281,60 @@ def _when(moment: datetime | None) -> str:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app, ledger, keys = build_app(settings)
-    views = app.extensions[EXTENSION].views
-    scheduler: Scheduler | None = None
-    projector: ProjectionThread | None = None
+    logs.configure(settings.log_format)
+    if args.dev:
+        return _serve_dev(args, settings)
+    _prepare(settings)
+    workers = args.workers or server.default_workers(settings)
+    print(f"Serving with gunicorn: {workers} x {args.threads} threads", flush=True)
+    return server.serve(settings, args.host, args.port, workers, args.threads)
+
+
+def _prepare(settings: Settings) -> None:
+    """Create the schema and, on first start, one key per role; print what is served. Every
+    connection is closed again: gunicorn's master forks the workers next."""
+    app, _, keys = build_app(settings)
     try:
         if keys.count() == 0:
             print("No API keys yet; one per role (shown only now):", flush=True)
             for role in KEY_ROLES:
                 print(f"  {role:<10} {keys.create(role, role)}", flush=True)
-        server = make_server(args.host, args.port, app, threaded=True)
-        scheduler = Scheduler(ledger, app.extensions[EXTENSION].metrics).start()
-        if views is not None:
-            projector = ProjectionThread(ledger, views, representations).start()
-        signal.signal(signal.SIGTERM, _interrupt)
-        print(f"Ledger: {settings.database.describe()}", flush=True)
-        reads = "the read models (kept up to date in the background)" if views else "the ledger"
-        print(f"Reads: from {reads}", flush=True)
-        print(f"Listening on http://{args.host}:{server.server_port} (docs at /docs)", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("Stopping.", flush=True)
-        finally:
-            server.server_close()
+        views = app.extensions[EXTENSION].views
+    finally:
+        close_app(app)
+    print(f"Ledger: {settings.database.describe()}", flush=True)
+    reads = "the read models (kept up to date in the background)" if views else "the ledger"
+    print(f"Reads: from {reads}", flush=True)
+
+
+def _serve_dev(args: argparse.Namespace, settings: Settings) -> int:
+    """werkzeug's development server, restarted when a source file changes: werkzeug runs this
+    command again in a child process, which serves; this one only watches."""
+    if not is_running_from_reloader():
+        _prepare(settings)
+        run_simple(args.host, args.port, _watcher, use_reloader=True, threaded=True)
+        return 0
+    app, ledger, _ = build_app(settings)
+    views = app.extensions[EXTENSION].views
+    scheduler = Scheduler(ledger, app.extensions[EXTENSION].metrics).start()
+    projector = None
+    if views is not None:
+        projector = ProjectionThread(ledger, views, representations).start()
+    try:
+        with socket.socket(fileno=os.dup(int(os.environ["WERKZEUG_SERVER_FD"]))) as bound:
+            port = bound.getsockname()[1]
+        print(f"Listening on http://{args.host}:{port} (docs at /docs; reloads)", flush=True)
+        run_simple(args.host, args.port, app, use_reloader=True, threaded=True)
     finally:
         if projector is not None:
             projector.stop()
-        if scheduler is not None:
-            scheduler.stop()
+        scheduler.stop()
         close_app(app)
     return 0
+
+
+def _watcher(environ: Any, start_response: Any) -> Any:
+    raise AssertionError("the watching process serves nothing; its child does")
 
 
 def _schedule(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,4 +1,5 @@
-"""``gunicorn api.wsgi:app``: the server built from the environment.
+"""``gunicorn api.wsgi:app``: the server built from the environment (``daifuku serve`` runs
+gunicorn itself, with the background work: api/server.py).
 
 Set DAIFUKU_RUN_SCHEDULER=1 in exactly one place (one worker, or run ``daifuku scheduler``
 separately) to record time-driven changes in the background. Reads come from the read models
@@ -16,6 +17,7 @@ import atexit
 from flask import Flask
 
 from adapters.settings import Settings
+from api import logs
 from api.bootstrap import build_app, close_app
 from api.context import EXTENSION
 from api.scheduler import Scheduler
@@ -23,6 +25,9 @@ from api.scheduler import Scheduler
 
 def _start() -> Flask:
     settings = Settings.from_environ()
+    # One line per request (gunicorn's access log is off unless asked for); gunicorn's own
+    # messages keep going where its options say.
+    logs.configure(settings.log_format, gunicorn=False)
     application, ledger, _ = build_app(settings)
     scheduler: Scheduler | None = None
     if settings.run_scheduler:

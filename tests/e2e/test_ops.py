@@ -44,8 +44,11 @@ LATER = {
 }
 # The OpenAPI document does not describe itself, nor its browsable page.
 SELF_DESCRIBED = {"GET /openapi.json", "GET /docs"}
-# Served beyond API.md: Flask's route for static files; the app has none, so it answers 404.
-EXTRAS = {"GET /static/{}"}
+# Served beyond API.md: Flask's route for static files (the app has none, so it answers 404),
+# and the Swagger UI files the /docs page loads.
+EXTRAS = {"GET /static/{}", "GET /docs/assets/{}"}
+# The page's scripts and style sheets: <script src=...>, <link href=...>.
+ASSET = re.compile(r"""<(?:script|link)\b[^>]*\b(?:src|href)\s*=\s*["']([^"']+)["']""", re.I)
 
 
 def endpoint(method: str, path: str) -> str:
@@ -202,6 +205,28 @@ def test_docs_is_a_browsable_page(server: Server) -> None:
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert "/openapi.json" in response.get_data(as_text=True)
+
+
+def test_docs_loads_nothing_from_another_host(server: Server) -> None:
+    page = server.client.get("/docs").get_data(as_text=True)
+    assets = ASSET.findall(page)
+    assert {asset.rsplit("/", 1)[-1] for asset in assets} >= {
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+    }, page
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        response = server.client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.data) > 1000, asset
+    # No other host named anywhere in the page (Swagger UI's validator badge is off too).
+    assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page, re.I), page
+    assert '"validatorUrl": null' in page
+
+
+def test_docs_assets_are_files_of_the_bundle_only(server: Server) -> None:
+    assert server.client.get("/docs/assets/no-such-file.js").status_code == 404
+    assert server.client.get("/docs/assets/../../pyproject.toml").status_code == 404
 
 
 def test_the_repository_keeps_the_shared_contract_as_it_is() -> None:
