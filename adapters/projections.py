@@ -428,15 +428,32 @@ def figures(
     """What ``member`` adds to the analytics' totals at ``moment`` (its summary counters and
     its place in the value histograms), and the first later instant at which that may change
     with time alone (a status change falling due, a guarantee window closing)."""
+    return _figures(
+        member,
+        moment,
+        terms,
+        member.status(moment, terms),
+        member.status_changes_at(moment, terms),
+        member.value_facts(),
+    )
+
+
+def _figures(
+    member: Member,
+    moment: datetime,
+    terms: Terms,
+    held: MemberStatus,
+    changes_at: datetime | None,
+    facts: value.MemberFacts,
+) -> tuple[dict[str, int], datetime | None]:
     promises = member.promises()
     found = analytics.contribution(
-        member.status(moment, terms).holding(),
+        held.holding(),
         promises,
         [made.steps() for made in member.referrals.values()],
         moment,
         terms.rules.currency,
     )
-    facts = member.value_facts()
     if facts.purchases:
         net = analytics.scaled(value.net_contribution(facts, terms.rules.point_value))
         assert facts.last_purchase_at is not None
@@ -449,14 +466,8 @@ def figures(
         found[frequency_key(facts.purchases)] = 1
         found[last_day_key(facts.last_purchase_at)] = 1
         found[last_hour_key(facts.last_purchase_at)] = 1
-    changes = [
-        moment
-        for moment in (
-            member.status_changes_at(moment, terms),
-            analytics.window_closes_at(promises, moment),
-        )
-        if moment is not None
-    ]
+    closes_at = analytics.window_closes_at(promises, moment)
+    changes = [at for at in (changes_at, closes_at) if at is not None]
     return found, min(changes) if changes else None
 
 
@@ -464,16 +475,18 @@ def member_row(member: Member, entry: Touched, shapes: Shapes) -> MemberStatusRo
     """The row of ``member`` as of its latest event at ``entry.moment``."""
     moment, terms = entry.moment, entry.terms
     future = member.projected(moment, terms)  # rewards due by then read as given, as live
-    counters, refresh_at = figures(member, moment, terms)
+    held = future.status(moment, terms)
+    valid_until = future.status_changes_at(moment, terms)
     facts = member.value_facts()
+    counters, refresh_at = _figures(member, moment, terms, held, valid_until, facts)
     return MemberStatusRow(
         member_id=member.member_id,
-        status=shapes.status(future.status(moment, terms)),
+        status=shapes.status(held),
         version=member.version,
         updated_at=moment,
         applied=entry.applied,
         program_version=terms.version,
-        valid_until=future.status_changes_at(moment, terms),
+        valid_until=valid_until,
         referrals=plain(
             shapes.referrals(member.member_id, [future.referrals[r] for r in future.referral_order])
         )
