@@ -34,10 +34,13 @@ from bench.common import BIN, ROOT, BenchError, log, spawn
 from devtools.postgres import free_port
 
 
-def create_storefront_key(database_url: str) -> tuple[str, str]:
-    """A storefront key and how it was made: the command line first, the KeyStore otherwise."""
-    env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url}
-    command = [str(BIN / "daifuku"), "keys", "create", "--role", "storefront", "--name", "bench"]
+def create_storefront_key(
+    database_url: str, role: str = "storefront", env_extra: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """A key of ``role`` (a storefront's by default) and how it was made: the command line
+    first, the KeyStore otherwise."""
+    env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url, **(env_extra or {})}
+    command = [str(BIN / "daifuku"), "keys", "create", "--role", role, "--name", "bench"]
     try:
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -55,7 +58,7 @@ def create_storefront_key(database_url: str) -> tuple[str, str]:
 
     store = KeyStore(Database.from_url(database_url))
     try:
-        return store.create("storefront", "bench"), "adapters.keys.KeyStore"
+        return store.create(role, "bench"), "adapters.keys.KeyStore"
     finally:
         store.close()
 
@@ -74,19 +77,32 @@ def prepare_schema(database_url: str) -> None:
 
 
 class Server:
-    """The API under gunicorn, in its own session so that it is stopped as a whole."""
+    """The API under gunicorn, in its own session so that it is stopped as a whole; ``app`` is
+    the WSGI application (``bench.ceiling_app:app`` for the ceiling of the stack), ``env``
+    more variables for it, ``name`` a tag in its log's name."""
 
     def __init__(
-        self, database_url: str, workers: int, threads: int, worker_class: str, extra_args: str = ""
+        self,
+        database_url: str,
+        workers: int,
+        threads: int,
+        worker_class: str,
+        extra_args: str = "",
+        app: str = "api.wsgi:app",
+        env: dict[str, str] | None = None,
+        name: str = "",
     ) -> None:
         self.database_url = database_url
+        self.app = app
+        self.env = env or {}
         self.extra_args = extra_args
         self.workers = workers
         self.threads = threads
         self.worker_class = worker_class
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(f"/tmp/daifuku-bench-gunicorn-{os.getpid()}.log")
+        tag = f"-{name}" if name else ""
+        self.log_path = Path(f"/tmp/daifuku-bench-gunicorn{tag}-{os.getpid()}.log")
 
     def command(self) -> list[str]:
         return [
@@ -100,11 +116,12 @@ class Server:
             "--log-level", "warning",
             "--error-logfile", "-",
             *shlex.split(self.extra_args),
-            "api.wsgi:app",
+            self.app,
         ]  # fmt: skip
 
     def start(self) -> None:
-        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
+               **self.env}  # fmt: skip
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
             self.process = spawn(self.command(), self.log_path, env, mode="ab")
