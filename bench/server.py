@@ -71,9 +71,14 @@ def prepare_schema(database_url: str) -> None:
     keeps the bench from depending on that race.
     """
     from adapters.settings import Database  # noqa: PLC0415
+    from adapters.views import open_member_status_view  # noqa: PLC0415
     from domain.ledger import Ledger  # noqa: PLC0415
 
-    Ledger(env=Database.from_url(database_url).event_store_env(pool_size=1)).close()
+    ledger = Ledger(env=Database.from_url(database_url).event_store_env(pool_size=1))
+    try:
+        open_member_status_view(ledger.env).close()  # the read models' tables: the same race
+    finally:
+        ledger.close()
 
 
 class Server:
