@@ -71,7 +71,7 @@ def create_app() -> Flask:
         refused = _unauthorised()
         if refused:
             return refused
-        body = request.get_json(silent=True)
+        body: Any = request.get_json(silent=True)
         try:
             return _recorded(body), 201
         except (TypeError, KeyError, ValueError, InvalidOperation):

@@ -57,7 +57,7 @@ class Customer(Aggregate):
         self.purchases += 1
 
 
-class Shop(Application):
+class Shop(Application[uuid.UUID]):
     def enrol(self, *member_ids: str) -> list[uuid.UUID]:
         customers = [Customer(member_id) for member_id in member_ids]
         self.save(*customers)
