@@ -82,8 +82,8 @@ def verdicts(figures: dict[str, Any], skipped: dict[str, str]) -> dict[str, dict
         elif value is None or (isinstance(value, float) and math.isnan(value)):
             verdict = "not measured"
         else:
-            passed = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
-            verdict = "pass" if passed else "FAIL"
+            met = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+            verdict = "pass" if met else "FAIL"
         out[name] = {"value": value, "target": f"{op} {target:g}", "verdict": verdict}
     for name in INFORMATION:
         if figures.get(name) is not None:
