@@ -109,6 +109,7 @@ def load_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, An
     rng = random.Random(spec["seed"])
     members = spec["member_ids"]
     prefix = spec["order_prefix"]
+    path = spec.get("path", "/v1/purchases")  # the ceiling's endpoints take the same body
     tally = Tally()
     starts: list[float] = []
     latencies: list[float] = []
@@ -122,7 +123,7 @@ def load_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, An
             break
         sequence += 1
         body = purchase_body(f"{prefix}-{sequence}", rng.choice(members), rng)
-        status, answer = client.call("POST", "/v1/purchases", body)
+        status, answer = client.call("POST", path, body)
         finished = time.monotonic()
         if tally.add(status, answer, "purchase"):
             starts.append(began - t0)
@@ -209,8 +210,15 @@ def raw_insert_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[s
     return {"ok": count, "errors": 0, "error_samples": []}
 
 
+def peer_client(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:
+    from bench.peer import peer_writers  # noqa: PLC0415 (eventsourcing only where it runs)
+
+    return peer_writers(spec, ready)
+
+
 CLIENTS: dict[str, Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]] = {
     "enrol": enrol_client,
+    "peer": peer_client,
     "load": load_client,
     "status": status_client,
     "bulk": bulk_client,

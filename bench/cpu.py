@@ -78,6 +78,7 @@ class CpuMeter:
         new_backends = sorted(set(postgres_pids()) - set(self.postgres))
         postgres = cpu_ticks(self.postgres) - self.pg0 + cpu_ticks(new_backends)
         self.result = {
+            "seconds": round(wall, 3),
             "machine_busy_fraction": round((total - idle) / total, 3),
             "machine_softirq_fraction": round(ticks[6] / total, 3),
             "api_workers_cores": round((cpu_ticks(self.workers) - self.api0) / self.hz / wall, 2),

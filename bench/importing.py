@@ -62,7 +62,7 @@ def import_phase(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         generated_s = time.perf_counter() - started
         log(f"  {history.counts} ({size / 2**20:.1f} MiB) in {generated_s:.1f} s")
         with bench_database(admin_url, args.keep_database) as url:
-            run = _run_import(args, url, history_path, folder)
+            run = run_import(args, url, history_path, folder)
             with_events = _events(url)
     expected = history.counts
     report = run["report"]
@@ -105,7 +105,7 @@ def import_phase(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
     }
 
 
-def _run_import(
+def run_import(
     args: argparse.Namespace, url: str, history_path: Path, folder: Path
 ) -> dict[str, Any]:
     report_path, rejects_path = folder / "report.json", folder / "rejects.jsonl"

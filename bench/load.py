@@ -15,8 +15,13 @@ from bench.common import log
 from bench.cpu import CpuMeter
 from bench.database import events_table
 from bench.server import Server
-from bench.stats import completed_in_window, in_window, ms, percentile
+from bench.stats import completed_in_window, cpu_ms, in_window, ms, percentile
 from bench.worker_lag import LagSampler, LogPositions, ProjectionWorkerProcess, lag_figures
+
+
+def cpu_seconds(result: dict[str, Any], cores: str) -> float:
+    """CPU seconds of ``cores`` (a ``CpuMeter`` figure) over the meter's interval."""
+    return float(result[cores]) * float(result["seconds"])
 
 
 def load_phase(
@@ -83,6 +88,7 @@ def load_phase(
     latencies = [lat for r in purchases for lat in in_window(r, *window)]
     completed = sum(completed_in_window(r, *window) for r in purchases)
     reads = in_window(status, *window)
+    answered = sum(r["ok"] for r in purchases)
     client_cores = sum(r["cpu"] for r in results) / (args.warmup + args.duration)
     busy_cores = cpu.result["machine_busy_fraction"] * (os.cpu_count() or 1)
     others = busy_cores - client_cores - cpu.result["api_workers_cores"]
@@ -103,6 +109,10 @@ def load_phase(
         "status_read_p99_ms": ms(percentile(reads, 99)),
         "status_read_max_ms": ms(max(reads, default=math.nan)),
         "reconnects": sum(r.get("reconnects", 0) for r in purchases),
+        # CPU of the API's workers (and PostgreSQL's) over the run per purchase answered; the
+        # status reads ride along, as in the ceiling phase
+        "api_cpu_ms_per_purchase": cpu_ms(cpu_seconds(cpu.result, "api_workers_cores"), answered),
+        "postgres_cpu_ms_per_purchase": cpu_ms(cpu_seconds(cpu.result, "postgres_cores"), answered),
         **lag,
         "cpu": {
             **cpu.result,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.ceiling import ceiling_phase
 from bench.clients import stop_children
 from bench.common import ROOT, BenchError, log
 from bench.cpu import machine_busy
@@ -29,9 +30,11 @@ from bench.importing import import_phase
 from bench.load import load_phase
 from bench.long_history import long_history_phase
 from bench.memory import memory_phase
+from bench.peer import peer_phase
 from bench.raw import raw_phase
 from bench.replay import replay_phase, top_up_phase
 from bench.report import (
+    anchor_ratios,
     git_revision,
     print_table,
     results,
@@ -39,6 +42,7 @@ from bench.report import (
     source_digest,
     write_results,
 )
+from bench.scale import parse_sizes, scale_phase
 from bench.server import Server, create_storefront_key, prepare_schema
 from devtools.postgres import LOCAL_ADMIN_URL
 
@@ -57,6 +61,13 @@ PASSED_ENV_PREFIXES = (
 )
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        return parse_sizes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -72,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--clients", type=int, default=8, help="concurrent purchase clients (processes)")
     add("--members", type=int, default=1000, help="members enrolled for the load phase")
     add("--status-rate", type=float, default=50.0, help="status reads per second under load")
+    add("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+        help="the same load against a trivial Flask endpoint under the same gunicorn")  # fmt: skip
+    add("--ceiling-schema", action=argparse.BooleanOptionalAction, default=True,
+        help="the ceiling once more through flask-smorest, webargs and marshmallow")  # fmt: skip
+    add("--peer", action=argparse.BooleanOptionalAction, default=True,
+        help="purchases/s of a plain eventsourcing Application on the same PostgreSQL")  # fmt: skip
     add("--raw-duration", type=float, default=10.0, help="seconds of raw INSERT + COMMIT")
     add("--raw-writers", type=int, default=8, help="concurrent raw writers")
     add("--raw-locked", action=argparse.BooleanOptionalAction, default=True,
@@ -102,6 +119,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="purchases are added before the replay until the log has this many")  # fmt: skip
     add("--bulk-clients", type=int, default=8, help="clients adding purchases before the replay")
     add("--raw-scan-page", type=int, default=1000, help="rows per fetch of the raw scan")
+    add("--scale-phase", action=argparse.BooleanOptionalAction, default=True,
+        help="time the analytics reads with --scale-members members in the store")  # fmt: skip
+    add("--scale-members", type=_sizes, default="10000,100000", metavar="N,N",
+        help="member counts of the scale phase, separated by commas")  # fmt: skip
+    add("--scale-calls", type=int, default=20, help="timed calls per read and size (at most)")
+    add("--scale-budget", type=float, default=60.0,
+        help="seconds of timed calls per read and size (then no more, but at least 3)")  # fmt: skip
+    add("--scale-timeout", type=float, default=30.0, help="seconds before a read call gives up")
+    add("--scale-project-timeout", type=float, default=1800.0,
+        help="seconds the read models may take to catch up after an import")  # fmt: skip
     add("--workers", type=int, default=2, help="gunicorn worker processes")
     add("--threads", type=int, default=8, help="threads per gunicorn worker (gthread)")
     add("--worker-class", default="gthread", help="gunicorn worker class")
@@ -111,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients",
-                 "bulk_clients", "raw_scan_page"):  # fmt: skip
+                 "bulk_clients", "raw_scan_page", "scale_calls"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.import_members < 1 or args.import_records < args.import_members:
@@ -119,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.import_batch < 0 or args.import_workers < 0:
         parser.error("--import-batch and --import-workers must not be negative")
     positive = (args.duration, args.raw_duration, args.status_rate, args.lag_interval,
-                args.worker_poll)  # fmt: skip
+                args.worker_poll, args.scale_budget, args.scale_timeout,
+                args.scale_project_timeout)  # fmt: skip
     if min(positive) <= 0:
         parser.error("durations and rates must be positive")
     return args
@@ -154,6 +182,22 @@ def run_phases(
             f"({figures['worker_events_per_s']} events/s projected, "
             f"{figures['writers_events_per_s']} recorded)"
         )
+
+    if args.ceiling:  # beside the load, while the API stands idle
+        phases["ceiling"] = ceiling_phase(args, run_id)
+        figures.update({k: v for k, v in phases["ceiling"].items() if not isinstance(v, dict)})
+    if args.peer:
+        phases["peer"] = peer_phase(args, admin_url, run_id)
+        figures.update({k: v for k, v in phases["peer"].items() if not isinstance(v, list)})
+        log(f"  peer {figures['peer_purchases_per_s']} purchases/s, p50 "
+            f"{figures['peer_purchase_p50_ms']} ms ({figures['peer_conflicts_retried']} "
+            f"conflicts retried)")  # fmt: skip
+    figures.update(anchor_ratios(figures))
+    if args.ceiling or args.peer:
+        log(f"  purchases/s over the ceiling {figures.get('ratio_to_ceiling')}, over the peer "
+            f"{figures.get('ratio_to_peer')}; share of a purchase's API CPU: plain Flask "
+            f"{figures.get('flask_cpu_share')}, with flask-smorest and marshmallow "
+            f"{figures.get('framework_cpu_share')}")  # fmt: skip
 
     phases["raw"] = raw_phase(args, url)
     figures.update(phases["raw"])
@@ -205,6 +249,10 @@ def run_phases(
             f"{figures['raw_scan_rows_per_s']:,.0f} rows/s: ratio {figures['replay_ratio']}"
         )
 
+    if args.scale_phase:  # last: the API of the other phases stands idle
+        phases["scale"] = scale_phase(args, admin_url)
+        figures.update({k: v for k, v in phases["scale"].items() if not isinstance(v, dict)})
+
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started_at = datetime.now(UTC)
@@ -220,6 +268,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "status_rate_per_s": args.status_rate,
+        "ceiling": args.ceiling,
+        "ceiling_schema": args.ceiling_schema,
+        "peer": args.peer,
+        "scale_phase": args.scale_phase,
+        "scale_members": args.scale_members,
+        "scale_calls": args.scale_calls,
+        "scale_budget_s": args.scale_budget,
+        "scale_timeout_s": args.scale_timeout,
         "raw_writers": args.raw_writers,
         "raw_duration_s": args.raw_duration,
         "raw_locked": args.raw_locked,

@@ -15,7 +15,11 @@ a worker runs at once, api/admission.py) traded purchases/s for status read late
 360-540/s and p99 33-62 ms, 2 450-500/s and 28-32 ms, 1 340-380/s and 17-22 ms. With each
 status read one statement instead of BEGIN, SELECT, ROLLBACK (adapters/views.py): 1 (the
 default) 429-501/s and 12-14 ms, 2 512-546/s and 14-23 ms. The machine's own speed varied by
-a third between runs of one configuration that day.
+a third between runs of one configuration that day. On 2026-12-01 (a full run on a machine
+shared with other test runs) the same 2x8 gave 547 purchases/s at 1.87 ms of worker CPU each,
+against 2,548 requests/s and 0.36 ms for the trivial Flask endpoint (``bench.ceiling_app``) and
+2,320 and 0.45 ms through flask-smorest and marshmallow: the web stack is about a fifth of a
+purchase's CPU, the framework layers about a quarter.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from bench.common import BIN, ROOT, BenchError, log, spawn
 from devtools.postgres import free_port
 
 
-def create_storefront_key(database_url: str) -> tuple[str, str]:
-    """A storefront key and how it was made: the command line first, the KeyStore otherwise."""
-    env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url}
-    command = [str(BIN / "daifuku"), "keys", "create", "--role", "storefront", "--name", "bench"]
+def create_storefront_key(
+    database_url: str, role: str = "storefront", env_extra: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """A key of ``role`` (a storefront's by default) and how it was made: the command line
+    first, the KeyStore otherwise."""
+    env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url, **(env_extra or {})}
+    command = [str(BIN / "daifuku"), "keys", "create", "--role", role, "--name", "bench"]
     try:
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -55,7 +62,7 @@ def create_storefront_key(database_url: str) -> tuple[str, str]:
 
     store = KeyStore(Database.from_url(database_url))
     try:
-        return store.create("storefront", "bench"), "adapters.keys.KeyStore"
+        return store.create(role, "bench"), "adapters.keys.KeyStore"
     finally:
         store.close()
 
@@ -68,25 +75,43 @@ def prepare_schema(database_url: str) -> None:
     keeps the bench from depending on that race.
     """
     from adapters.settings import Database  # noqa: PLC0415
+    from adapters.views import open_member_status_view  # noqa: PLC0415
     from domain.ledger import Ledger  # noqa: PLC0415
 
-    Ledger(env=Database.from_url(database_url).event_store_env(pool_size=1)).close()
+    ledger = Ledger(env=Database.from_url(database_url).event_store_env(pool_size=1))
+    try:
+        open_member_status_view(ledger.env).close()  # the read models' tables: the same race
+    finally:
+        ledger.close()
 
 
 class Server:
-    """The API under gunicorn, in its own session so that it is stopped as a whole."""
+    """The API under gunicorn, in its own session so that it is stopped as a whole; ``app`` is
+    the WSGI application (``bench.ceiling_app:app`` for the ceiling of the stack), ``env``
+    more variables for it, ``name`` a tag in its log's name."""
 
     def __init__(
-        self, database_url: str, workers: int, threads: int, worker_class: str, extra_args: str = ""
+        self,
+        database_url: str,
+        workers: int,
+        threads: int,
+        worker_class: str,
+        extra_args: str = "",
+        app: str = "api.wsgi:app",
+        env: dict[str, str] | None = None,
+        name: str = "",
     ) -> None:
         self.database_url = database_url
+        self.app = app
+        self.env = env or {}
         self.extra_args = extra_args
         self.workers = workers
         self.threads = threads
         self.worker_class = worker_class
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(f"/tmp/daifuku-bench-gunicorn-{os.getpid()}.log")
+        tag = f"-{name}" if name else ""
+        self.log_path = Path(f"/tmp/daifuku-bench-gunicorn{tag}-{os.getpid()}.log")
 
     def command(self) -> list[str]:
         return [
@@ -101,11 +126,12 @@ class Server:
             "--log-level", "warning",
             "--error-logfile", "-",
             *shlex.split(self.extra_args),
-            "api.wsgi:app",
+            self.app,
         ]  # fmt: skip
 
     def start(self) -> None:
-        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
+               **self.env}  # fmt: skip
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
             self.process = spawn(self.command(), self.log_path, env, mode="ab")

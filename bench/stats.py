@@ -32,3 +32,8 @@ def completed_in_window(result: dict[str, Any], start: float, end: float) -> int
         for s, lat in zip(result["starts"], result["latencies"], strict=True)
         if start <= s + lat < end
     )
+
+
+def cpu_ms(cpu_seconds: float, requests: int) -> float:
+    """Milliseconds of CPU per request (NaN without a request)."""
+    return round(cpu_seconds * 1000 / requests, 3) if requests else math.nan

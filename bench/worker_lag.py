@@ -25,14 +25,19 @@ from bench.stats import percentile
 class ProjectionWorkerProcess:
     """``daifuku project`` against the bench database, in its own session."""
 
-    def __init__(self, database_url: str, poll: float) -> None:
+    def __init__(
+        self, database_url: str, poll: float, env: dict[str, str] | None = None, name: str = ""
+    ) -> None:
         self.database_url = database_url
         self.poll = poll
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(f"/tmp/daifuku-bench-project-{os.getpid()}.log")
+        tag = f"-{name}" if name else ""
+        self.log_path = Path(f"/tmp/daifuku-bench-project{tag}-{os.getpid()}.log")
 
     def start(self) -> None:
-        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "DAIFUKU_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
+               **self.env}  # fmt: skip
         command = [str(BIN / "daifuku"), "project", "--poll", f"{self.poll:g}"]
         self.process = spawn(command, self.log_path, env)
 
