@@ -68,7 +68,8 @@ class Summary(Schema):
     refresh_pending = fields.Integer(
         metadata={
             "description": "members whose figures time alone changed (a lot matured, a stage "
-            "threshold, a guarantee window closed) and the worker has not recomputed yet"
+            "threshold, a guarantee window closed) and the worker has not recomputed yet "
+            "(counted up to 1,000)"
         }
     )
     members = fields.Nested(MembersFigures)
