@@ -95,7 +95,9 @@ def postgres_env(url: str, pool_size: int) -> dict[str, str]:
 def peer_writers(spec: dict[str, Any], ready: Callable[[], None]) -> dict[str, Any]:
     """One process: an application shared by ``threads`` writers, purchases back to back for
     random customers for warmup + duration seconds (a client kind of ``bench.clients``)."""
-    app = Shop(env=postgres_env(spec["url"], spec["threads"]))
+    # The tables exist (peer_phase made them): processes making them again together race on
+    # PostgreSQL's catalogue ("tuple concurrently updated").
+    app = Shop(env={**postgres_env(spec["url"], spec["threads"]), "CREATE_TABLE": "no"})
     customers = [Customer.create_id(m) for m in spec["member_ids"]]
     app.repository.get(customers[0])  # connected before the clock starts
     results: list[dict[str, Any]] = []
