@@ -333,20 +333,24 @@ class MemberStatusView(TrackingRecorder, ABC):
                 start, count = after, limit
             else:
                 gains = buyers - sums.get("negative", 0)  # the buyers with net >= 0 come first
-                ends = [0]
-                for quarter in (1, 2, 3):
+
+                def end(quarter: int) -> int:
+                    """Where the buyers ranked in the first ``quarter`` quarters end."""
+                    if quarter == 0:
+                        return 0
+                    if quarter == 4:
+                        return buyers
                     k = (quarter * buyers + 3) // 4  # ceil(q x N / 4)
-                    end = (
-                        0
-                        if k <= 0
-                        else buyers
-                        if k >= buyers
-                        else (self._at_least(c, histogram, self._net_at(c, histogram, k - 1)))
-                    )
-                    ends.append(min(end, gains))  # fmt: skip
-                ends.append(buyers)
-                index = "ABCD".index(value_class)
-                low, high = ends[index], max(ends[index], ends[index + 1])
+                    if k <= 0:
+                        return 0
+                    if k >= buyers:
+                        return min(buyers, gains)
+                    return min(self._at_least(c, histogram, self._net_at(c, histogram, k - 1)),
+                               gains)  # fmt: skip
+
+                index = "ABCD".index(value_class)  # only this class's two ends are read
+                low = end(index)
+                high = max(low, end(index + 1))
                 start, count = low + after, max(0, min(limit, high - low - after))
             rows = self._page_rows(c, histogram, buyers, start, count)
             top = self._top_sum(c, histogram, (buyers + 4) // 5)
