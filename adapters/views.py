@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -266,10 +266,37 @@ class MemberStatusView(TrackingRecorder, ABC):
     def due_rows(self, now: datetime, limit: int) -> list[DueRow]:
         """Up to ``limit`` rows whose counters may have changed with time by ``now``."""
 
-    @abstractmethod
     def refresh(self, refreshes: Sequence[Refresh]) -> int:
         """Write recomputed counters and their difference to the totals, in one transaction;
         a row changed since it was read is left for the next pass. How many were written."""
+        if not refreshes:
+            return 0
+        with self.datastore.transaction(commit=True) as c:
+            current = self._current(c, [r.member_id for r in refreshes])
+            kept = [
+                r for r in refreshes
+                if r.member_id in current
+                and current[r.member_id][:2] == (r.version, self._time(r.was))
+            ]  # fmt: skip
+            self._set_figures(c, kept)
+            self._add_totals(c, changes((r.figures, current[r.member_id][2]) for r in kept))
+        return len(kept)
+
+    datastore: Any
+
+    @abstractmethod
+    def _current(self, c: Any, member_ids: Sequence[str]) -> dict[str, tuple[int, Any, Any]]:
+        """Each member's row's version, refresh instant (as stored) and figures, locked for
+        the transaction where the database can."""
+
+    @abstractmethod
+    def _set_figures(self, c: Any, refreshes: Sequence[Refresh]) -> None: ...
+
+    @abstractmethod
+    def _add_totals(self, c: Any, changes: Sequence[tuple[str, str, int]]) -> None: ...
+
+    def _old_figures(self, c: Any, member_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        return {member: found[2] for member, found in self._current(c, member_ids).items()}
 
     @abstractmethod
     def _snapshot(self) -> AbstractContextManager[Any]:
@@ -542,14 +569,14 @@ def optional_iso(moment: datetime | None) -> str | None:
     return None if moment is None else iso(moment)
 
 
-def summed(
-    rows: Sequence[MemberStatusRow], old: Mapping[str, dict[str, int]]
+def changes(
+    pairs: Iterable[tuple[Mapping[str, int], Mapping[str, int]]],
 ) -> list[tuple[str, str, int]]:
-    """What writing ``rows`` over the ``old`` figures of the same members adds to the totals,
-    as (kind, key, count), sorted (so concurrent writers lock counters in one order)."""
+    """What replacing each (new, old) pair of figures adds to the totals, as (kind, key, count),
+    sorted (so concurrent writers lock counters in one order)."""
     changed: Counter[str] = Counter()
-    for row in rows:
-        for key, count in difference(row.figures, old.get(row.member_id, {})).items():
+    for new, old in pairs:
+        for key, count in difference(new, old).items():
             changed[key] += count
     return sorted((kind_of(key), key, count) for key, count in changed.items() if count)
 
@@ -616,17 +643,26 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
     def _snapshot(self) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=False)
 
-    def _old_figures(self, c: Any, member_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        found: dict[str, dict[str, int]] = {}
+    def _current(self, c: Any, member_ids: Sequence[str]) -> dict[str, tuple[int, Any, Any]]:
+        found: dict[str, tuple[int, Any, Any]] = {}
         for i in range(0, len(member_ids), CHUNK):
             chunk = member_ids[i : i + CHUNK]
             c.execute(
-                f"SELECT member_id, figures FROM {VIEW_NAME} WHERE member_id IN "
-                f"({', '.join('?' * len(chunk))})",
+                f"SELECT member_id, version, refresh_at, figures FROM {VIEW_NAME} "
+                f"WHERE member_id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update((row["member_id"], json.loads(row["figures"])) for row in c.fetchall())
+            for row in c.fetchall():
+                found[row["member_id"]] = (
+                    row["version"], row["refresh_at"], json.loads(row["figures"])
+                )  # fmt: skip
         return found
+
+    def _set_figures(self, c: Any, refreshes: Sequence[Refresh]) -> None:
+        c.executemany(
+            f"UPDATE {VIEW_NAME} SET figures = ?, refresh_at = ? WHERE member_id = ?",
+            [(dumps(r.figures), optional_iso(r.refresh_at), r.member_id) for r in refreshes],
+        )
 
     def _add_totals(self, c: Any, changes: Sequence[tuple[str, str, int]]) -> None:
         c.executemany(
@@ -666,40 +702,6 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                    datetime.fromisoformat(row["refresh_at"]))
             for row in rows
         ]  # fmt: skip
-
-    def refresh(self, refreshes: Sequence[Refresh]) -> int:
-        if not refreshes:
-            return 0
-        with self.datastore.transaction(commit=True) as c:
-            wanted = {r.member_id: r for r in refreshes}
-            current: dict[str, tuple[int, str | None, dict[str, int]]] = {}
-            ids = list(wanted)
-            for i in range(0, len(ids), CHUNK):
-                chunk = ids[i : i + CHUNK]
-                c.execute(
-                    f"SELECT member_id, version, refresh_at, figures FROM {VIEW_NAME} "
-                    f"WHERE member_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-                for row in c.fetchall():
-                    current[row["member_id"]] = (
-                        row["version"], row["refresh_at"], json.loads(row["figures"])
-                    )  # fmt: skip
-            kept = [
-                r for r in refreshes
-                if r.member_id in current
-                and current[r.member_id][:2] == (r.version, iso(r.was))
-            ]  # fmt: skip
-            changes: Counter[str] = Counter()
-            for r in kept:
-                for key, count in difference(r.figures, current[r.member_id][2]).items():
-                    changes[key] += count
-            c.executemany(
-                f"UPDATE {VIEW_NAME} SET figures = ?, refresh_at = ? WHERE member_id = ?",
-                [(dumps(r.figures), optional_iso(r.refresh_at), r.member_id) for r in kept],
-            )
-            self._add_totals(c, sorted((kind_of(k), k, n) for k, n in changes.items() if n))
-        return len(kept)
 
     def write_batch(
         self,
@@ -743,7 +745,9 @@ class SQLiteMemberStatusView(SQLiteTrackingRecorder, MemberStatusView):
                     for row in members
                 ],
             )
-            self._add_totals(c, summed(members, old))
+            self._add_totals(
+                c, changes((row.figures, old.get(row.member_id, {})) for row in members)
+            )
             c.executemany(
                 f"INSERT INTO {PURCHASES} (order_id, member_id, purchase) VALUES (?, ?, ?) "
                 "ON CONFLICT (order_id) DO UPDATE SET member_id = excluded.member_id, "
@@ -907,7 +911,7 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             "buyer = excluded.buyer, net_key = excluded.net_key, "
             "last_purchase_at = excluded.last_purchase_at"
         ).format(self.table)
-        self.old_figures_statement = SQL(
+        self.current_statement = SQL(
             "SELECT member_id, version, refresh_at, figures FROM {0} "
             "WHERE member_id = ANY(%s) ORDER BY member_id FOR UPDATE"
         ).format(self.table)
@@ -969,7 +973,9 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
                     for row in members
                 ]
                 curs.execute(self.upsert_statement, (dumps(rows),))
-                self._add_totals(curs, summed(members, old))
+                self._add_totals(
+                    curs, changes((row.figures, old.get(row.member_id, {})) for row in members)
+                )
             if purchases:
                 orders = [
                     {"o": row.order_id, "m": row.member_id, "p": row.purchase} for row in purchases
@@ -1102,9 +1108,12 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             with conn.cursor() as curs:
                 yield curs
 
-    def _old_figures(self, curs: Any, member_ids: list[str]) -> dict[str, dict[str, int]]:
-        curs.execute(self.old_figures_statement, (member_ids,))
-        return {row["member_id"]: row["figures"] for row in curs.fetchall()}
+    def _current(self, c: Any, member_ids: Sequence[str]) -> dict[str, tuple[int, Any, Any]]:
+        c.execute(self.current_statement, (list(member_ids),))
+        return {
+            row["member_id"]: (row["version"], row["refresh_at"], row["figures"])
+            for row in c.fetchall()
+        }
 
     def _add_totals(self, curs: Any, changes: Sequence[tuple[str, str, int]]) -> None:
         if changes:
@@ -1144,38 +1153,20 @@ class PostgresMemberStatusView(PostgresTrackingRecorder, MemberStatusView):
             for row in rows
         ]
 
-    def refresh(self, refreshes: Sequence[Refresh]) -> int:
-        if not refreshes:
-            return 0
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self.old_figures_statement, ([r.member_id for r in refreshes],))
-            current = {
-                row["member_id"]: (row["version"], row["refresh_at"], row["figures"])
-                for row in curs.fetchall()
-            }
-            kept = [
-                r for r in refreshes
-                if r.member_id in current and current[r.member_id][:2] == (r.version, r.was)
-            ]  # fmt: skip
-            changes: Counter[str] = Counter()
-            for r in kept:
-                for key, count in difference(r.figures, current[r.member_id][2]).items():
-                    changes[key] += count
-            if kept:
-                curs.execute(
-                    SQL(
-                        "UPDATE {0} SET figures = x.g, refresh_at = x.w FROM "
-                        "jsonb_to_recordset(%s::jsonb) AS x(m text, g jsonb, w timestamptz) "
-                        "WHERE {0}.member_id = x.m"
-                    ).format(self.table),
-                    (
-                        dumps(
-                            [{"m": r.member_id, "g": r.figures, "w": r.refresh_at} for r in kept]
-                        ),
-                    ),  # fmt: skip
-                )
-            self._add_totals(curs, sorted((kind_of(k), k, n) for k, n in changes.items() if n))
-        return len(kept)
+    def _set_figures(self, c: Any, refreshes: Sequence[Refresh]) -> None:
+        if refreshes:
+            c.execute(
+                SQL(
+                    "UPDATE {0} SET figures = x.g, refresh_at = x.w FROM "
+                    "jsonb_to_recordset(%s::jsonb) AS x(m text, g jsonb, w timestamptz) "
+                    "WHERE {0}.member_id = x.m"
+                ).format(self.table),
+                (
+                    dumps(
+                        [{"m": r.member_id, "g": r.figures, "w": r.refresh_at} for r in refreshes]
+                    ),
+                ),  # fmt: skip
+            )
 
 
 def open_member_status_view(event_store_env: Mapping[str, str]) -> MemberStatusView:
