@@ -21,6 +21,9 @@ class BackgroundLoop(ABC):
         self._thread.start()
         return self
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         if self._thread.is_alive():

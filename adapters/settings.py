@@ -122,6 +122,7 @@ class Settings:
         "DAIFUKU_WRITE_CONCURRENCY",
         "DAIFUKU_RUN_SCHEDULER",
         "DAIFUKU_LOG_FORMAT",
+        "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE",
     )
 
     database: Database
@@ -137,6 +138,8 @@ class Settings:
     # Wraps every member's data key; None: the key generated once and kept in the database.
     master_key: bytes | None = field(default=None, repr=False)
     log_format: str = "plain"  # or "json": one JSON object a line (api/logs.py)
+    # Webhook endpoints over plain http and on loopback or private addresses (development).
+    webhooks_allow_private: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -153,6 +156,7 @@ class Settings:
             run_scheduler=_switch(env, "DAIFUKU_RUN_SCHEDULER"),
             master_key=_master_key(env, "DAIFUKU_MASTER_KEY"),
             log_format=_choice(env, "DAIFUKU_LOG_FORMAT", ("plain", "json")),
+            webhooks_allow_private=_switch(env, "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE"),
         )
 
 

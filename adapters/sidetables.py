@@ -6,10 +6,11 @@ and run in autocommit mode.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -29,7 +30,42 @@ class Connection(Protocol):
         self, statements: Sequence[tuple[str, Sequence[Any]]]
     ) -> list[list[tuple[Any, ...]]]: ...
 
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]: ...
+
     def close(self) -> None: ...
+
+
+class Transaction(Protocol):
+    """Statements run together, all or nothing (``Connection.transaction``)."""
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def run_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class _SQLiteTransaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connection.execute(statement, tuple(params)).fetchall()
+
+    def run_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._connection.executemany(statement, [tuple(row) for row in rows])
+
+
+class _PostgresTransaction:
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._connection.execute(statement.replace("?", "%s"), tuple(params))
+        return cursor.fetchall() if cursor.description else []
+
+    def run_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._connection.cursor() as cursor:
+                cursor.executemany(statement.replace("?", "%s"), [tuple(row) for row in rows])
 
 
 class SQLiteConnection:
@@ -65,6 +101,18 @@ class SQLiteConnection:
                 raise
             self._connection.execute("COMMIT")
             return found
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """All or nothing, with the write lock taken first."""
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteTransaction(self._connection)
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -119,6 +167,11 @@ class PostgresConnection:
                 cursor = connection.execute(statement.replace("?", "%s"), tuple(params))
                 found.append(cursor.fetchall() if cursor.description else [])
             return found
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._pool.connection() as connection, connection.transaction():
+            yield _PostgresTransaction(connection)
 
     def close(self) -> None:
         self._pool.close()

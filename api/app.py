@@ -18,8 +18,11 @@ from swagger_ui_bundle import swagger_ui_path
 
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
+from adapters.sidetables import SQLiteConnection
 from adapters.verification_jobs import VerificationJobs
 from adapters.views import MemberStatusView
+from adapters.webhook_outbox import Outbox
+from adapters.webhooks import Webhooks
 from api import (
     analytics,
     audit,
@@ -37,6 +40,7 @@ from api import (
     representations,
 )
 from api import keys as key_views  # ``keys`` is create_app's KeyStore
+from api import webhooks as webhook_views  # ``webhooks`` is create_app's Webhooks
 from api.admission import limit_writes
 from api.auth import SECURITY_SCHEME, check_access
 from api.context import EXTENSION, Backend
@@ -120,6 +124,7 @@ def create_app(
     write_concurrency: int | None = None,
     import_rejections: Rejections | None = None,
     verifications: VerificationJobs | None = None,
+    webhooks: Webhooks | None = None,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -150,6 +155,8 @@ def create_app(
     metrics = Metrics()
     if verifications is None:  # an app without a database of its own: its jobs live here
         verifications = VerificationJobs.in_memory(ledger, representations, clock)
+    if webhooks is None:  # likewise its webhook outbox, and https endpoints only
+        webhooks = Webhooks(ledger, Outbox(SQLiteConnection(":memory:")))
     app.extensions[EXTENSION] = Backend(
         ledger=ledger,
         keys=keys,
@@ -161,6 +168,7 @@ def create_app(
         views=views,
         read_wait_seconds=read_wait_seconds,
         import_rejections=import_rejections or MemoryRejections(),
+        webhooks=webhooks,
     )
     app.url_map.converters["id"] = IdConverter
     app.url_map.converters["key_id"] = KeyIdConverter
@@ -179,6 +187,7 @@ def create_app(
         audit.blp,
         audit_verification.blp,
         key_views.blp,
+        webhook_views.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)

@@ -1,4 +1,5 @@
-"""The scheduler and the projection worker of ``daifuku serve``, in one process of their own.
+"""The scheduler, the projection worker and the webhook dispatcher of ``daifuku serve``, in one
+process of their own.
 
 gunicorn runs it as its one "dirty worker" (``dirty_workers = 1``, api/server.py): a process
 forked by gunicorn's dirty arbiter, itself forked by the master before the HTTP workers and
@@ -17,6 +18,7 @@ from adapters.keys import KeyStore
 from adapters.projections import ProjectionThread
 from adapters.settings import Settings
 from adapters.views import MemberStatusView, open_member_status_view
+from adapters.webhook_dispatch import WebhookThread, open_webhook_thread
 from api import representations
 from api.bootstrap import bootstrap
 from api.metrics import Metrics
@@ -37,18 +39,26 @@ class BackgroundWork(DirtyApp):
         self._scheduler: Scheduler | None = None
         self._projector: ProjectionThread | None = None
         self._keys: KeyStore | None = None
+        self._webhooks: WebhookThread | None = None
 
     def init(self) -> None:
         settings = Settings.from_environ()
         ledger, keys, _ = bootstrap(settings)
         self._ledger, self._keys = ledger, keys
         # Its own figures: under prometheus-client's multiprocess mode they join the workers'.
-        self._scheduler = Scheduler(ledger, Metrics()).start()
+        metrics = Metrics()
+        self._scheduler = Scheduler(ledger, metrics).start()
+        self._webhooks = open_webhook_thread(
+            ledger,
+            settings.database,
+            settings.webhooks_allow_private,
+            observe=lambda o, now: metrics.webhook_attempted(o.state, o.recorded_at, now),
+        ).start()
         if settings.read_models == "views":
             self._views = open_member_status_view(ledger.env)
             self._projector = ProjectionThread(ledger, self._views, representations).start()
         log.info(
-            "background work started: scheduler%s",
+            "background work started: scheduler, webhook dispatcher%s",
             " and projection worker" if self._projector else "",
         )
 
@@ -56,6 +66,8 @@ class BackgroundWork(DirtyApp):
         raise ValueError("the background work takes no requests")
 
     def close(self) -> None:
+        if self._webhooks is not None:
+            self._webhooks.stop()
         if self._projector is not None:
             self._projector.stop()
         if self._scheduler is not None:

@@ -16,6 +16,8 @@ from adapters.settings import Settings
 from adapters.vault import Vault
 from adapters.verification_jobs import VerificationJobs
 from adapters.views import open_member_status_view
+from adapters.webhook_outbox import Outbox
+from adapters.webhooks import Webhooks
 from api import representations
 from api.app import create_app
 from api.context import EXTENSION, Backend
@@ -105,6 +107,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
         verifications = VerificationJobs.on_database(
             settings.database, ledger, representations, clock
         )
+        webhooks = Webhooks(ledger, Outbox.open(settings.database), settings.webhooks_allow_private)
     except BaseException:
         if views is not None:
             views.close()
@@ -124,6 +127,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
         write_concurrency=settings.write_concurrency,
         import_rejections=rejections,
         verifications=verifications,
+        webhooks=webhooks,
     )
     return app, ledger, keys
 
@@ -134,6 +138,8 @@ def close_app(app: Flask) -> None:
     found.verifications.close()  # a job running here ends as interrupted
     if found.views is not None:
         found.views.close()
+    if found.webhooks is not None:
+        found.webhooks.outbox.close()
     found.ledger.close()
     found.keys.close()
     close = getattr(found.import_rejections, "close", None)

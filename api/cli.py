@@ -35,6 +35,7 @@ from adapters.projections import (
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification_jobs import RUNNING, VerificationJobs
 from adapters.views import MemberStatusView, open_member_status_view
+from adapters.webhook_dispatch import open_webhook_thread
 from api import import_file, logs, representations, server
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
@@ -131,6 +132,15 @@ def _parser() -> argparse.ArgumentParser:
         "--poll", type=float, default=0.2, help="seconds between looks at the log when idle"
     )
     project.set_defaults(run=_project)
+
+    hooks = commands.add_parser(
+        "webhooks",
+        help="deliver webhooks until Ctrl-C (resumes where it stopped; `serve` runs it too)",
+    )
+    hooks.add_argument(
+        "--poll", type=float, default=0.05, help="seconds between looks at the log when idle"
+    )
+    hooks.set_defaults(run=_webhooks)
 
     import_file.add_parser(commands)
 
@@ -420,6 +430,28 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         except KeyboardInterrupt:
             progress.finish()
             print(f"Stopping at position {worker.position}.", flush=True)
+    return 0
+
+
+def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        worker = open_webhook_thread(ledger, settings.database, settings.webhooks_allow_private)
+        worker.poll_seconds = args.poll
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"Delivering webhooks from {settings.database.describe()}; Ctrl-C stops.", flush=True)
+        worker.start()
+        try:
+            while worker.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("Stopping.", flush=True)
+        finally:
+            worker.stop()
+    finally:
+        ledger.close()
+        keys.close()
     return 0
 
 

@@ -12,6 +12,7 @@ from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
 from adapters.verification_jobs import VerificationJobs
 from adapters.views import MemberStatusView
+from adapters.webhooks import Webhooks
 from api.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Backend:
     read_wait_seconds: float = 2.0
     # What imports refused, so that the same import posted again refuses it again.
     import_rejections: Rejections = field(default_factory=MemoryRejections)
+    webhooks: Webhooks | None = None  # subscriptions and their outbox
 
 
 T = TypeVar("T")

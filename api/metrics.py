@@ -44,10 +44,12 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from adapters.views import MemberStatusView
+    from adapters.webhook_outbox import Outbox
     from domain.clock import Clock
     from domain.ledger import Ledger
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+DISPATCHER_NAME = "webhooks"  # the webhook dispatcher's tracking name (adapters/webhook_dispatch)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what a scrape gets unless it asks for OpenMetrics
 OPENMETRICS_CONTENT_TYPE = OPENMETRICS.split(";")[0]
@@ -124,6 +126,19 @@ class Metrics:
             multiprocess_mode="max",
             registry=None,
         )
+        self.webhook_attempts = Counter(
+            "daifuku_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, retry (failed, tried again "
+            "later) or failed (no retry left).",
+            ["outcome"],
+            registry=None,
+        )
+        self.webhook_delivery = Histogram(
+            "daifuku_webhook_delivery_seconds",
+            "From an event's recording to its message's delivery.",
+            buckets=LATENCY_BUCKETS + (30.0, 60.0, 300.0, 3600.0),
+            registry=None,
+        )
         self.started.set(time.time())
         self._own: list[Collector] = [
             self.requests,
@@ -134,6 +149,8 @@ class Metrics:
             self.scheduler_failures,
             self.scheduler_events,
             self.scheduler_last_run,
+            self.webhook_attempts,
+            self.webhook_delivery,
         ]
 
     def request_started(self) -> None:
@@ -150,6 +167,12 @@ class Metrics:
         if failed:
             self.scheduler_failures.inc()
         self.scheduler_last_run.set(time.time())
+
+    def webhook_attempted(self, state: str, recorded_at: float, now: float) -> None:
+        outcome = {"delivered": "delivered", "pending": "retry"}.get(state, "failed")
+        self.webhook_attempts.labels(outcome).inc()
+        if state == "delivered":
+            self.webhook_delivery.observe(max(now - recorded_at, 0.0))
 
     def registry(self, *collectors: Collector) -> CollectorRegistry:
         """A scrape's registry: every process's figures (this one's alone outside multiprocess
@@ -266,6 +289,47 @@ class LedgerFigures:
             elif waiting is None:
                 waiting = recorded
         return applied, waiting
+
+
+class WebhookFigures:
+    """The webhook dispatcher's figures, read from the outbox at scrape time: deliveries
+    waiting (and retrying), the oldest one's age, and how far the dispatcher is behind."""
+
+    def __init__(self, ledger: Ledger, outbox: Outbox) -> None:
+        self._ledger = ledger
+        self._outbox = outbox
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            waiting, retrying, oldest = self._outbox.waiting()
+            position = self._outbox.max_tracking_id(DISPATCHER_NAME) or 0
+            head = self._ledger.recorder.max_notification_id() or 0
+        except Exception as error:
+            log.warning("metrics: the webhook outbox could not be read: %s", error)
+            return
+        yield GaugeMetricFamily(
+            "daifuku_webhook_deliveries_waiting",
+            "Webhook deliveries not yet delivered (due, or waiting for a retry).",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            "daifuku_webhook_retries_pending",
+            "Waiting webhook deliveries whose last attempt failed.",
+            value=retrying,
+        )
+        yield GaugeMetricFamily(
+            "daifuku_webhook_oldest_waiting_seconds",
+            "How long ago the event of the oldest waiting delivery was recorded (0: none).",
+            value=0.0 if oldest is None else max(time.time() - oldest, 0.0),
+        )
+        yield GaugeMetricFamily(
+            "daifuku_webhook_dispatcher_lag_events",
+            "Events appended to the ledger that the webhook dispatcher has not read yet.",
+            value=max(head - position, 0),
+        )
 
 
 # gunicorn server hooks (api/gunicorn_config.py). The master runs them: ``on_starting`` before

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from flask import Response, request
+from prometheus_client.registry import Collector
 
 from api.auth import public
 from api.blueprint import ApiBlueprint
 from api.context import backend
-from api.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, LedgerFigures
+from api.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, LedgerFigures, WebhookFigures
 from api.problems import DATABASE_UNAVAILABLE, PROBLEM_MIMETYPE, problem_response
 from api.schemas import Health, ProblemSchema
 
@@ -56,8 +57,10 @@ def healthz() -> dict[str, Any] | Response:
 )
 def metrics() -> Response:
     """Request counts, latency histograms and scheduler figures of every server process, and
-    the ledger's: events appended, projection lag, analytics age"""
+    the ledger's: events appended, projection lag, analytics age, webhook deliveries"""
     found = backend()
-    figures = LedgerFigures(found.ledger, found.views, found.clock)
-    body, content_type = found.metrics.render(figures, accept=request.headers.get("Accept"))
+    figures: list[Collector] = [LedgerFigures(found.ledger, found.views, found.clock)]
+    if found.webhooks is not None:
+        figures.append(WebhookFigures(found.ledger, found.webhooks.outbox))
+    body, content_type = found.metrics.render(*figures, accept=request.headers.get("Accept"))
     return Response(body, mimetype=None, content_type=content_type)

@@ -66,6 +66,8 @@ DATABASE_UNAVAILABLE = ProblemType("database-unavailable", 503, "Database unavai
 UNKNOWN_KEY = ProblemType("unknown-key", 404, "Unknown key")
 LAST_ADMIN_KEY = ProblemType("last-admin-key", 409, "Last admin key")
 UNKNOWN_VERIFICATION = ProblemType("unknown-verification", 404, "Unknown verification")
+UNKNOWN_WEBHOOK = ProblemType("unknown-webhook", 404, "Unknown webhook")
+WEBHOOK_DISABLED = ProblemType("webhook-disabled", 409, "Webhook disabled")
 API_PROBLEMS = (
     INVALID_INPUT,
     SERVER_BUSY,
@@ -73,6 +75,8 @@ API_PROBLEMS = (
     UNKNOWN_KEY,
     LAST_ADMIN_KEY,
     UNKNOWN_VERIFICATION,
+    UNKNOWN_WEBHOOK,
+    WEBHOOK_DISABLED,
 )
 
 # A class not listed answers as its nearest listed base; tests/unit/test_problem_types.py fails

@@ -23,16 +23,6 @@ PARAMETER = re.compile(r"\{[^}]*\}|<[^>]*>")  # OpenAPI and API.md {name}, Flask
 # Endpoints of API.md that a later issue builds, by issue. Each leaves this table in the change
 # that serves it: the test fails while a served endpoint is still listed here.
 LATER = {
-    14: {
-        "POST /v1/webhooks",
-        "GET /v1/webhooks",
-        "GET /v1/webhooks/{id}",
-        "PATCH /v1/webhooks/{id}",
-        "DELETE /v1/webhooks/{id}",
-        "POST /v1/webhooks/{id}/secret",
-        "GET /v1/webhooks/{id}/deliveries",
-        "POST /v1/webhooks/{id}/replays",
-    },
     15: {
         "GET /v1/followup-plans",
         "GET /v1/followup-plans/{name}",

@@ -1,0 +1,152 @@
+"""Webhooks end to end, on both stores: subscriptions over HTTP, the dispatcher following the
+log, and a real receiver on loopback verifying every signature with standardwebhooks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from adapters.settings import Settings
+from adapters.webhook_dispatch import Deliverer, Dispatcher
+from adapters.webhook_http import Sender
+from adapters.webhook_outbox import Outbox
+from adapters.webhooks import Webhooks
+from api.app import create_app
+from api.bootstrap import bootstrap
+from domain.clock import FixedClock
+from tests.e2e.conftest import KEY_ROLES, START, Server
+from tests.receiver import Receiver, Reply
+
+
+class Clock:
+    """The deliverer's clock: real time, moved on by the tests to reach a retry."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.offset = 0.0
+        self._time = time.time
+
+    def __call__(self) -> float:
+        return self._time() + self.offset
+
+
+@dataclass
+class Hooks:
+    server: Server
+    webhooks: Webhooks
+    dispatcher: Dispatcher
+    deliverer: Deliverer
+    clock: Clock
+
+    def subscribe(self, url: str, types: list[str], **extra: Any) -> dict[str, Any]:
+        body = {"url": url, "types": types, **extra}
+        response = self.server.call("POST", "/v1/webhooks", "admin", body)
+        assert response.status_code == 201, response.json
+        return dict(response.json or {})
+
+    def run(self, receiver: Receiver | None = None, expect: int | None = None) -> None:
+        """Dispatch everything recorded, and deliver until nothing is in flight (and, with
+        ``expect``, until the receiver holds that many requests)."""
+        while self.dispatcher.catch_up():
+            pass
+        while self.dispatcher.replay_step():
+            pass
+        for _ in range(400):
+            self.deliverer.step()
+            enough = expect is None or receiver is None or len(receiver.received) >= expect
+            if not self.deliverer.in_flight and enough:
+                break
+            self.deliverer.wait(0.02)
+        self.deliverer.step()
+
+
+@pytest.fixture
+def hooks(database_url: str) -> Iterator[Hooks]:
+    clock = FixedClock(START)
+    settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": database_url})
+    ledger, keys, secret = bootstrap(settings, clock=clock)
+    outbox = Outbox.open(settings.database)
+    webhooks = Webhooks(ledger, outbox, allow_private=True)
+    now = Clock()
+    try:
+        app = create_app(ledger, keys, token_secret=secret, clock=clock, webhooks=webhooks)
+        api_keys = {role: keys.create(role, f"e2e {role}") for role in KEY_ROLES}
+        server = Server(app, app.test_client(), clock, ledger, keys, secret, api_keys)
+        deliverer = Deliverer(outbox, webhooks, Sender(allow_private=True), now=now)
+        yield Hooks(server, webhooks, Dispatcher(ledger, outbox, now=now), deliverer, now)
+        deliverer.close()
+    finally:
+        outbox.close()
+        ledger.close()
+        keys.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as found:
+        yield found
+
+
+def verified(secret: str, received: Any) -> dict[str, Any]:
+    found: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
+    return found
+
+
+def test_a_purchase_that_upgrades_delivers_both_in_order(hooks: Hooks, receiver: Receiver) -> None:
+    made = hooks.subscribe(receiver.url, ["purchase.recorded", "tier.upgraded"])
+    hooks.server.enrol("m-1")
+    hooks.server.purchase("o-1", "m-1", "600.00")
+    hooks.run(receiver, expect=2)
+    received = receiver.received
+    assert [verified(made["secret"], r)["type"] for r in received] == [
+        "purchase.recorded",
+        "tier.upgraded",
+    ]
+    purchase = json.loads(received[0].body)
+    assert purchase["data"]["order_id"] == "o-1"
+    assert purchase["data"]["amount"] == "600.00"
+    assert purchase["data"]["member_id"] == "m-1"
+    assert purchase["data"]["actor"]["kind"] == "key"
+    ids = [r.headers["webhook-id"] for r in received]
+    assert len(set(ids)) == 2
+
+
+def test_retries_keep_the_same_id_until_a_2xx(hooks: Hooks, receiver: Receiver) -> None:
+    hooks.subscribe(receiver.url, ["member.enrolled"])
+    receiver.respond(500, 500)
+    hooks.server.enrol("m-1")
+    hooks.run(receiver, expect=1)
+    assert len(receiver.received) == 1
+    hooks.clock.offset += 6  # the first retry is due 5 s (+-10%) later
+    hooks.run(receiver, expect=2)
+    hooks.clock.offset += 330  # the second, 5 minutes later
+    hooks.run(receiver, expect=3)
+    assert len(receiver.received) == 3
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+    listed = hooks.server.call("GET", f"/v1/webhooks/{_only(hooks)}/deliveries", "auditor")
+    assert listed.status_code == 200, listed.json
+    (delivery,) = listed.json["items"]
+    assert delivery["state"] == "delivered"
+    assert [a["status"] for a in delivery["attempts"]] == [500, 500, 200]
+
+
+def test_410_disables_the_endpoint(hooks: Hooks, receiver: Receiver) -> None:
+    made = hooks.subscribe(receiver.url, ["*"])
+    receiver.always(Reply(410))
+    hooks.server.enrol("m-1")
+    hooks.run(receiver, expect=1)
+    found = hooks.server.call("GET", f"/v1/webhooks/{made['id']}").json
+    assert found["enabled"] is False
+    assert "410" in found["disabled_reason"]
+
+
+def _only(hooks: Hooks) -> str:
+    listed = hooks.server.call("GET", "/v1/webhooks").json
+    (item,) = listed["items"]
+    return str(item["id"])
