@@ -57,6 +57,7 @@ REPLAY_PAGE = 1_000
 RETRY_SCHEDULE = (5, 300, 1_800, 7_200, 18_000, 36_000, 50_400, 72_000, 86_400)
 JITTER = 0.1  # each wait is moved by up to a tenth either way
 RETRY_AFTER_MOST = 86_400.0
+GATHER_SECONDS = 0.005  # after an attempt ends, how long to wait for others to record together
 GIVE_UP_ENDPOINT_SECONDS = 5 * 86_400.0  # an endpoint failing this long is disabled
 SUBSCRIPTION_TOPICS = {
     get_topic(cls): cls
@@ -282,7 +283,7 @@ class Deliverer:
         webhooks: Webhooks,
         sender: Sender,
         threads: int = 16,
-        per_endpoint: int = 8,
+        per_endpoint: int = 16,
         observe: Callable[[Outcome, float], None] | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -311,8 +312,12 @@ class Deliverer:
         return len(outcomes)
 
     def wait(self, timeout: float) -> None:
+        """Until an attempt ends (or ``timeout``), then a moment more for those close behind,
+        so that one transaction records many attempts."""
         if self.in_flight:
-            wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+            done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+            if done:
+                wait(list(self.in_flight), timeout=GATHER_SECONDS)
         else:
             time.sleep(timeout)
 

@@ -40,7 +40,7 @@ USER_AGENT = "Daifuku-Webhooks/1"
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 # Keep-alive connections kept per endpoint host, and endpoint hosts kept connected.
-CONNECTIONS_PER_HOST = 8  # as many as the deliverer sends to one endpoint at once
+CONNECTIONS_PER_HOST = 16  # as many as the deliverer sends to one endpoint at once
 HOSTS_KEPT = 64
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 

@@ -23,6 +23,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "peak_rss_mb": ("<", 300.0),
     "replay_events_per_s": (">=", 5000.0),
     "worker_lag_p99_s": ("<=", 1.0),
+    "webhook_delivery_lag_p99_s": ("<=", 2.0),
+    # Purchases/s with the dispatcher over without it (A-B-A): "within the noise".
+    "webhook_purchases_ratio": (">=", 0.9),
     "summary_p50_ratio": ("<=", 1.5),
     "summary_p50_ms": ("<", 100.0),
     "value_page_p50_ratio": ("<=", 1.5),
@@ -38,6 +41,7 @@ SCALE_TARGETS = tuple(name for name in TARGETS if name.startswith(("summary_", "
 SKIPPED_MEMORY = "not measured (--no-memory-phase)"
 SKIPPED_REPLAY = "not measured (--no-replay-phase)"
 SKIPPED_LAG = "not measured (--no-worker-lag)"
+SKIPPED_WEBHOOKS = "not measured (--no-webhooks)"
 SKIPPED_IMPORT = "not measured (--no-import-phase)"
 SKIPPED_CEILING = "not measured (--no-ceiling)"
 SKIPPED_PEER = "not measured (--no-peer)"
@@ -130,6 +134,11 @@ def print_table(figures: dict[str, Any], checks: dict[str, dict[str, Any]]) -> N
         ("memory phase seconds", "memory_phase_seconds"),
         ("worker lag p50 s (under load)", "worker_lag_p50_s"),
         ("worker lag p99 s (under load)", "worker_lag_p99_s"),
+        ("purchases/s with webhooks", "webhook_purchases_per_s"),
+        ("ratio with/without webhooks (ABA)", "webhook_purchases_ratio"),
+        ("webhook delivery lag p50 s", "webhook_delivery_lag_p50_s"),
+        ("webhook delivery lag p99 s", "webhook_delivery_lag_p99_s"),
+        ("dispatcher CPU ms per message", "webhook_dispatcher_cpu_ms_per_message"),
         ("events replayed", "replay_events"),
         ("replay events/s", "replay_events_per_s"),
         ("raw scan rows/s", "raw_scan_rows_per_s"),
@@ -198,6 +207,9 @@ def skipped_targets(args: argparse.Namespace) -> dict[str, str]:
         skipped["replay_events_per_s"] = skipped["replay_ratio"] = SKIPPED_REPLAY
     if not args.worker_lag:
         skipped["worker_lag_p99_s"] = SKIPPED_LAG
+    if not args.webhooks:
+        skipped["webhook_delivery_lag_p99_s"] = SKIPPED_WEBHOOKS
+        skipped["webhook_purchases_ratio"] = SKIPPED_WEBHOOKS
     if not args.ceiling:
         skipped["ratio_to_ceiling"] = SKIPPED_CEILING
     if not args.peer:
@@ -241,6 +253,8 @@ def results(
         "replay_events_per_s": figures.get("replay_events_per_s"),
         "replay_ratio": figures.get("replay_ratio"),
         "worker_lag_p99_s": figures.get("worker_lag_p99_s"),
+        "webhook_delivery_lag_p99_s": figures.get("webhook_delivery_lag_p99_s"),
+        "webhook_purchases_ratio": figures.get("webhook_purchases_ratio"),
         **{name: figures.get(name) for name in SCALE_TARGETS},
         "targets": checks,
         "passed": passed(checks, skipped),

@@ -44,6 +44,8 @@ from bench.report import (
 )
 from bench.scale import parse_sizes, scale_phase
 from bench.server import Server, create_storefront_key, prepare_schema
+from bench.webhooks import ENV as WEBHOOK_ENV
+from bench.webhooks import webhook_phase
 from devtools.postgres import LOCAL_ADMIN_URL
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -111,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--memory-clients", type=int, default=8, help="concurrent clients of the memory phase")
     add("--worker-lag", action=argparse.BooleanOptionalAction, default=True,
         help="run `daifuku project` during the load; measure its lag behind writers")  # fmt: skip
+    add("--webhooks", action=argparse.BooleanOptionalAction, default=True,
+        help="the load again with `daifuku webhooks` delivering every event to a receiver, "
+             "then once more without (A-B-A against the load phase)")  # fmt: skip
     add("--lag-interval", type=float, default=0.05, help="seconds between lag samples")
     add("--worker-poll", type=float, default=0.2, help="`daifuku project --poll` (idle seconds)")
     add("--replay-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -182,6 +187,19 @@ def run_phases(
             f"({figures['worker_events_per_s']} events/s projected, "
             f"{figures['writers_events_per_s']} recorded)"
         )
+
+    if args.webhooks:
+        admin_key, _ = create_storefront_key(url, role="admin")
+        phases["webhooks"] = webhook_phase(
+            args, server, admin_key, key, run_id, url, figures["purchases_per_s"]
+        )
+        figures.update(
+            {k: v for k, v in phases["webhooks"].items() if not isinstance(v, dict | list)}
+        )
+        log(f"  webhooks: delivery lag p50 {figures['webhook_delivery_lag_p50_s']} s, p99 "
+            f"{figures['webhook_delivery_lag_p99_s']} s; purchases/s with them over without "
+            f"{figures['webhook_purchases_ratio']} "
+            f"({figures['webhook_dispatcher_cpu_ms_per_message']} ms CPU a message)")  # fmt: skip
 
     if args.ceiling:  # beside the load, while the API stands idle
         phases["ceiling"] = ceiling_phase(args, run_id)
@@ -291,6 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory_purchases": args.memory_purchases,
         "memory_clients": args.memory_clients,
         "worker_lag": args.worker_lag,
+        "webhooks": args.webhooks,
         "lag_interval_s": args.lag_interval,
         "worker_poll_s": args.worker_poll,
         "replay_phase": args.replay_phase,
@@ -319,7 +338,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config["postgres"] = {"found": how, "admin_url": redact(admin_url), **server_facts(url)}
         key, key_source = create_storefront_key(url)
         config["key_created_by"] = key_source
-        server = Server(url, args.workers, args.threads, args.worker_class, args.gunicorn_args)
+        server = Server(
+            url,
+            args.workers,
+            args.threads,
+            args.worker_class,
+            args.gunicorn_args,
+            env=WEBHOOK_ENV if args.webhooks else None,  # the receiver is on loopback
+        )
         stack.callback(server.stop)
         prepare_schema(url)
         log(f"gunicorn: {args.workers} workers x {args.threads} threads ({args.worker_class})")

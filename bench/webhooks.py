@@ -1,0 +1,204 @@
+"""Webhooks beside the load: ``daifuku webhooks`` delivering every event (``["*"]``) to one
+receiver on loopback while the purchase clients run.
+
+Two figures. The delivery lag: from an event's recording (its message's ``recorded_at``) to
+its arrival at the receiver, p99 over the measured window. And purchases/s with the
+dispatcher running over purchases/s without it, measured in the same run as A-B-A: the load
+phase before it (A), this load (B), then the same load once more without webhooks (A), so the
+machine's drift over the run falls on both sides of the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench.clients import Client
+from bench.common import BIN, ROOT, BenchError, log, spawn
+from bench.cpu import cpu_ticks
+from bench.database import events_table
+from bench.load import load_phase
+from bench.server import Server
+from bench.stats import percentile
+
+RECEIVER = """
+import json, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.receiver import Receiver
+receiver = Receiver().start()
+print(receiver.url, flush=True)
+def stop(*_):
+    rows = []
+    for r in receiver.received:
+        data = json.loads(r.body)
+        rows.append([r.headers["webhook-id"], data["type"], data["data"]["member_id"],
+                     data["data"]["position"], data["data"]["recorded_at"], r.received_at])
+    with open(sys.argv[2], "w") as out:
+        json.dump(rows, out)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(1)
+"""
+ENV = {"DAIFUKU_WEBHOOKS_ALLOW_PRIVATE": "1"}
+
+
+class ReceiverProcess:
+    """``tests/receiver.py`` in a process of its own (it must not share the bench's GIL)."""
+
+    def __init__(self) -> None:
+        self.out = Path(f"/tmp/daifuku-bench-receiver-{os.getpid()}.json")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", RECEIVER, str(ROOT), str(self.out)],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url:
+            raise BenchError("the webhook receiver did not start")
+
+    def stop(self) -> list[list[Any]]:
+        """What it received: (webhook-id, type, member, position, recorded_at, received_at)."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        rows: list[list[Any]] = json.loads(self.out.read_text())
+        self.out.unlink(missing_ok=True)
+        return rows
+
+
+class DispatcherProcess:
+    def __init__(self, database_url: str) -> None:
+        self.log_path = Path(f"/tmp/daifuku-bench-webhooks-{os.getpid()}.log")
+        env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **ENV}
+        command = [str(BIN / "daifuku"), "webhooks", "--poll", "0.05"]
+        self.process = spawn(command, self.log_path, env)
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def _outbox_state(url: str, events: str) -> tuple[int, int, int]:
+    """The log's head, the dispatcher's position, and the deliveries waiting."""
+    with psycopg.connect(url) as conn:
+        head = conn.execute(
+            sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
+                sql.Identifier(events)
+            )
+        ).fetchone()
+        tracked = conn.execute(
+            "SELECT coalesce(max(position), 0) FROM daifuku_webhook_tracking"
+        ).fetchone()
+        waiting = conn.execute(
+            "SELECT count(*) FROM daifuku_webhook_deliveries WHERE state = 'pending'"
+        ).fetchone()
+    assert head is not None and tracked is not None and waiting is not None
+    return int(head[0]), int(tracked[0]), int(waiting[0])
+
+
+def _wait_drained(url: str, events: str, dispatcher: DispatcherProcess, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        head, tracked, waiting = _outbox_state(url, events)
+        if tracked >= head and waiting == 0:
+            return time.monotonic() - started
+        if dispatcher.process.poll() is not None:
+            raise BenchError(f"`daifuku webhooks` exited:\n{dispatcher.log_tail()}")
+        time.sleep(0.1)
+    raise BenchError(f"webhooks not delivered after {timeout:g} s (head {head}, "
+                     f"dispatcher at {tracked}, {waiting} waiting)")  # fmt: skip
+
+
+def webhook_phase(
+    args: argparse.Namespace,
+    server: Server,
+    admin_key: str,
+    key: str,
+    run_id: str,
+    url: str,
+    before: float,
+) -> dict[str, Any]:
+    """``before``: purchases/s of the load phase just run without webhooks."""
+    events = events_table(url)
+    receiver = ReceiverProcess()
+    admin = Client(server.port, admin_key)
+    status, body = admin.call(
+        "POST", "/v1/webhooks", {"url": receiver.url, "types": ["*"], "description": "bench"}
+    )
+    if status != 201:
+        receiver.stop()
+        raise BenchError(f"subscribing the receiver answered {status}: {body[:300]!r}")
+    webhook_id = json.loads(body)["id"]
+    dispatcher = DispatcherProcess(url)
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        caught_up = _wait_drained(url, events, dispatcher, timeout=300)
+        log(f"webhook dispatcher (pid {dispatcher.process.pid}) caught up in {caught_up:.1f} s; "
+            f"receiver at {receiver.url}")  # fmt: skip
+        ticks = cpu_ticks([dispatcher.process.pid])
+        load_started = time.time()
+        with_hooks = load_phase(args, server, key, f"{run_id}w", url)
+        drained = _wait_drained(url, events, dispatcher, timeout=300)
+        dispatcher_seconds = (cpu_ticks([dispatcher.process.pid]) - ticks) / hz
+    finally:
+        code = dispatcher.stop()
+        admin.call("DELETE", f"/v1/webhooks/{webhook_id}")
+        received = receiver.stop()
+    if code not in (0, None):
+        log(f"WARNING: `daifuku webhooks` exited with {code}:\n{dispatcher.log_tail()}")
+    dispatcher.log_path.unlink(missing_ok=True)
+    log(f"  with webhooks {with_hooks['purchases_per_s']} purchases/s; delivered "
+        f"{len(received)} messages, drained {drained:.2f} s after the load")  # fmt: skip
+    after = load_phase(args, server, key, f"{run_id}a", url)["purchases_per_s"]
+    lags = _lags(received, load_started, args.warmup)
+    delivered = len({row[0] for row in received if float(row[5]) >= load_started})
+    anchor = (before + after) / 2
+    return {
+        "webhook_purchases_per_s": with_hooks["purchases_per_s"],
+        "webhook_anchor_purchases_per_s": [before, after],
+        "webhook_purchases_ratio": round(with_hooks["purchases_per_s"] / anchor, 3),
+        "webhook_messages": delivered,
+        "webhook_duplicates": len(received) - len({row[0] for row in received}),
+        "webhook_delivery_lag_p50_s": round(percentile(lags, 50), 3),
+        "webhook_delivery_lag_p99_s": round(percentile(lags, 99), 3),
+        "webhook_delivery_lag_max_s": round(max(lags, default=float("nan")), 3),
+        "webhook_drained_after_load_s": round(drained, 2),
+        "webhook_dispatcher_cpu_ms_per_message": round(
+            1000 * dispatcher_seconds / max(delivered, 1), 3
+        ),
+        "webhook_dispatcher_exit_code": code,
+    }
+
+
+def _lags(received: list[list[Any]], load_started: float, warmup: float) -> list[float]:
+    """Seconds from recording to arrival of the messages of the load's events recorded after
+    its warm-up (enrolments included: they are events too)."""
+    lags = []
+    for _id, _type, _member, _position, recorded_at, received_at in received:
+        recorded = datetime.fromisoformat(recorded_at).timestamp()
+        if recorded >= load_started + warmup:
+            lags.append(float(received_at) - recorded)
+    return lags
