@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook
 
 from adapters.settings import Settings
 from api import server as daifuku_server
 from api.logs import REQUEST_LOGGER, JsonFormatter
 from api.server import cpu_count
 from tests.e2e.conftest import Server
+from tests.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 90  # a bound on waiting, not a measure: a loaded 2-core machine is slow
@@ -189,6 +191,24 @@ def test_the_background_work_starts_again_if_its_process_dies(sqlite_url: str) -
         _, bought = served.call("/v1/purchases", order, storefront)
         headers, _ = served.call(f"/v1/members/bo?after={bought['position']}", key=storefront)
         assert headers["Daifuku-Read-From"] == "view"  # the new process projects
+        assert served.stop() == 0
+
+
+def test_the_background_work_delivers_webhooks(sqlite_url: str) -> None:
+    with (
+        Receiver() as receiver,
+        serving(sqlite_url, DAIFUKU_WEBHOOKS_ALLOW_PRIVATE="1") as served,
+    ):
+        keys = served.keys
+        _, made = served.call(
+            "/v1/webhooks", {"url": receiver.url, "types": ["purchase.recorded"]}, keys["admin"]
+        )
+        order = {"order_id": "W-1", "member_id": "wen", "amount": "9.00", "currency": "USD"}
+        served.call("/v1/members", {"member_id": "wen", "email": "w@x.io"}, keys["storefront"])
+        served.call("/v1/purchases", order, keys["storefront"])
+        (message,) = receiver.wait_for(1, timeout=STARTUP_SECONDS)
+        body = Webhook(made["secret"]).verify(message.body, message.headers)
+        assert body["type"] == "purchase.recorded" and body["data"]["order_id"] == "W-1"
         assert served.stop() == 0
 
 

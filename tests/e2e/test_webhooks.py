@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,12 +16,13 @@ from adapters.settings import Settings
 from adapters.webhook_dispatch import Deliverer, Dispatcher
 from adapters.webhook_http import Sender
 from adapters.webhook_outbox import Outbox
-from adapters.webhooks import Webhooks
+from adapters.webhooks import Webhooks, key_name
 from api.app import create_app
 from api.bootstrap import bootstrap
 from domain.clock import FixedClock
 from tests.e2e.conftest import KEY_ROLES, START, Server
 from tests.receiver import Receiver, Reply
+from tests.scrapes import value
 
 
 class Clock:
@@ -150,3 +152,48 @@ def _only(hooks: Hooks) -> str:
     listed = hooks.server.call("GET", "/v1/webhooks").json
     (item,) = listed["items"]
     return str(item["id"])
+
+
+def test_metrics_show_the_dispatchers_lag_and_what_waits(hooks: Hooks, receiver: Receiver) -> None:
+    hooks.subscribe(receiver.url, ["member.enrolled"])
+    receiver.always(Reply(503, headers={"Retry-After": "60"}))
+
+    def scrape(name: str) -> float | None:
+        return value(hooks.server.client.get("/metrics").get_data(as_text=True), name)
+
+    hooks.run()
+    assert scrape("daifuku_webhook_dispatcher_lag_events") == 0
+    head = hooks.webhooks.head()
+    hooks.server.enrol("m-1")
+    hooks.server.enrol("m-2")
+    assert scrape("daifuku_webhook_dispatcher_lag_events") == hooks.webhooks.head() - head >= 2
+    hooks.run(receiver, expect=2)
+    assert scrape("daifuku_webhook_dispatcher_lag_events") == 0
+    assert scrape("daifuku_webhook_deliveries_waiting") == 2
+    assert scrape("daifuku_webhook_retries_pending") == 2
+    listed = hooks.server.call("GET", f"/v1/webhooks/{_only(hooks)}/deliveries", "auditor").json
+    waits = [
+        datetime.fromisoformat(d["next_attempt_at"]).timestamp() - hooks.clock()
+        for d in listed["items"]
+    ]
+    assert all(55 < wait <= 60 for wait in waits), waits  # Retry-After beats the 5 s retry
+    receiver.always(Reply(200))
+    hooks.clock.offset += 61
+    hooks.run(receiver, expect=4)
+    assert scrape("daifuku_webhook_deliveries_waiting") == 0
+    assert scrape("daifuku_webhook_retries_pending") == 0
+
+
+def test_a_removed_subscription_sends_nothing_and_its_secret_is_gone(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    made = hooks.subscribe(receiver.url, ["*"])
+    hooks.server.enrol("m-1")
+    removed = hooks.server.call("DELETE", f"/v1/webhooks/{made['id']}")
+    assert removed.status_code == 200, removed.json
+    hooks.run()
+    assert receiver.received == []
+    assert hooks.server.call("GET", f"/v1/webhooks/{made['id']}").status_code == 404
+    assert not hooks.server.ledger.sealer.held(key_name(made["id"]))  # type: ignore[attr-defined]
+    exported = hooks.server.call("GET", "/v1/audit/export", "auditor").get_data(as_text=True)
+    assert made["secret"] not in exported and made["secret"].removeprefix("whsec_") not in exported
