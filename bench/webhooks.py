@@ -33,35 +33,17 @@ from bench.load import load_phase
 from bench.server import Server
 from bench.stats import percentile
 
-RECEIVER = """
-import json, signal, sys, time
-sys.path.insert(0, sys.argv[1])
-from tests.receiver import Receiver
-receiver = Receiver().start()
-print(receiver.url, flush=True)
-def stop(*_):
-    rows = []
-    for r in receiver.received:
-        data = json.loads(r.body)
-        rows.append([r.headers["webhook-id"], data["type"], data["data"]["member_id"],
-                     data["data"]["position"], data["data"]["recorded_at"], r.received_at])
-    with open(sys.argv[2], "w") as out:
-        json.dump(rows, out)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-while True:
-    time.sleep(1)
-"""
 ENV = {"DAIFUKU_WEBHOOKS_ALLOW_PRIVATE": "1"}
 
 
 class ReceiverProcess:
-    """``tests/receiver.py`` in a process of its own (it must not share the bench's GIL)."""
+    """``bench.webhook_receiver`` in a process of its own."""
 
     def __init__(self) -> None:
         self.out = Path(f"/tmp/daifuku-bench-receiver-{os.getpid()}.json")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", RECEIVER, str(ROOT), str(self.out)],
+            [sys.executable, "-m", "bench.webhook_receiver", str(self.out)],
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
@@ -159,10 +141,12 @@ def webhook_phase(
         log(f"webhook dispatcher (pid {dispatcher.process.pid}) caught up in {caught_up:.1f} s; "
             f"receiver at {receiver.url}")  # fmt: skip
         ticks = cpu_ticks([dispatcher.process.pid])
+        receiver_ticks = cpu_ticks([receiver.process.pid])
         load_started = time.time()
         with_hooks = load_phase(args, server, key, f"{run_id}w", url)
         drained = _wait_drained(url, events, dispatcher, timeout=300)
         dispatcher_seconds = (cpu_ticks([dispatcher.process.pid]) - ticks) / hz
+        receiver_seconds = (cpu_ticks([receiver.process.pid]) - receiver_ticks) / hz
     finally:
         code = dispatcher.stop()
         admin.call("DELETE", f"/v1/webhooks/{webhook_id}")
@@ -188,6 +172,9 @@ def webhook_phase(
         "webhook_drained_after_load_s": round(drained, 2),
         "webhook_dispatcher_cpu_ms_per_message": round(
             1000 * dispatcher_seconds / max(delivered, 1), 3
+        ),
+        "webhook_receiver_cpu_ms_per_message": round(
+            1000 * receiver_seconds / max(delivered, 1), 3
         ),
         "webhook_dispatcher_exit_code": code,
     }
