@@ -350,7 +350,7 @@ class Deliverer:
         per_endpoint: dict[str, int] = {}
         for d in self.in_flight.values():
             per_endpoint[d.endpoint_id] = per_endpoint.get(d.endpoint_id, 0) + 1
-        now_dt = datetime.now(UTC)
+        now_dt = self.webhooks.ledger.clock.now()  # a rotation ends in ledger time
         for due in self.outbox.due(self.now(), room + len(self.in_flight)):
             if (due.endpoint_id, due.member_id) in busy_members:
                 continue
