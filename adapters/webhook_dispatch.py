@@ -86,7 +86,7 @@ def message_id(position: int) -> str:
     return f"msg_{position}"
 
 
-def queued_for(endpoint_id: str, position: int, message: Message) -> Queued:
+def queued_for(endpoint_id: str, position: int, message: Message, state: str = PENDING) -> Queued:
     return Queued(
         endpoint_id,
         position,
@@ -95,6 +95,7 @@ def queued_for(endpoint_id: str, position: int, message: Message) -> Queued:
         message_id(position),
         body_of(message),
         message.recorded_at.timestamp(),
+        state,
     )
 
 
@@ -133,11 +134,12 @@ class WebhookDispatch(Projection[Outbox]):
             if message is None:
                 continue
             for endpoint in endpoints.values():
-                if endpoint.active and subscribed(
+                if not endpoint.removed and subscribed(
                     endpoint.types, endpoint.include_imports, message
                 ):
+                    state = PENDING if endpoint.active else PAUSED  # disabled: it waits
                     found.queued.append(
-                        queued_for(endpoint.endpoint_id, tracking.notification_id, message)
+                        queued_for(endpoint.endpoint_id, tracking.notification_id, message, state)
                     )
         self.view.write(
             batch[-1][2], found.queued, found.endpoints.values(), found.replays, found.states, now
@@ -175,7 +177,7 @@ class WebhookDispatch(Projection[Outbox]):
             new = Endpoint(endpoint_id, old.types, old.include_imports, True)
             found.states.append((endpoint_id, PAUSED, PENDING, now))
         elif isinstance(event, Subscription.Removed):
-            new = Endpoint(endpoint_id, old.types, old.include_imports, False)
+            new = Endpoint(endpoint_id, old.types, old.include_imports, False, removed=True)
             found.states.append((endpoint_id, PENDING, CANCELLED, now))
             found.states.append((endpoint_id, PAUSED, CANCELLED, now))
         elif isinstance(event, Subscription.ReplayRequested):
@@ -350,7 +352,7 @@ class Deliverer:
         per_endpoint: dict[str, int] = {}
         for d in self.in_flight.values():
             per_endpoint[d.endpoint_id] = per_endpoint.get(d.endpoint_id, 0) + 1
-        now_dt = datetime.now(UTC)
+        now_dt = self.webhooks.ledger.clock.now()  # a rotation ends in ledger time
         for due in self.outbox.due(self.now(), room + len(self.in_flight)):
             if (due.endpoint_id, due.member_id) in busy_members:
                 continue

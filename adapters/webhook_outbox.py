@@ -39,6 +39,7 @@ SCHEMA = (
         types TEXT,
         include_imports INTEGER NOT NULL DEFAULT 0,
         active INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0,
         failing_since DOUBLE PRECISION,
         last_success_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS daifuku_webhook_deliveries (
@@ -101,9 +102,9 @@ UPSERT_TRACKING = (
 )
 UPSERT_ENDPOINT = (
     "INSERT INTO daifuku_webhook_endpoints (endpoint_id, created_at, types, include_imports, "
-    "active) VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET "
+    "active, removed) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET "
     "types = excluded.types, include_imports = excluded.include_imports, "
-    "active = excluded.active"
+    "active = excluded.active, removed = excluded.removed"
 )
 # A member's delivery is due only when none of its earlier ones at that endpoint still waits.
 SELECT_DUE = (
@@ -145,6 +146,7 @@ class Queued:
     message_id: str
     body: str
     recorded_at: float
+    state: str = PENDING  # or paused: its endpoint is disabled
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class Endpoint:
     types: list[str]
     include_imports: bool
     active: bool  # enabled and not removed
+    # A disabled endpoint's events are queued paused (sent once it is enabled); a removed
+    # endpoint's are not queued.
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ class Outbox(TrackingRecorder):
                         json.dumps(e.types),
                         int(e.include_imports),
                         int(e.active),
+                        int(e.removed),
                     )
                     for e, created in endpoints
                 ],
@@ -265,7 +271,7 @@ class Outbox(TrackingRecorder):
                         q.body,
                         q.recorded_at,
                         now,
-                        PENDING,
+                        q.state,
                         now,
                     )
                     for q in queued
@@ -280,10 +286,10 @@ class Outbox(TrackingRecorder):
 
     def endpoints(self) -> list[Endpoint]:
         rows = self.db.run(
-            "SELECT endpoint_id, types, include_imports, active FROM daifuku_webhook_endpoints "
-            "WHERE types IS NOT NULL"
+            "SELECT endpoint_id, types, include_imports, active, removed "
+            "FROM daifuku_webhook_endpoints WHERE types IS NOT NULL"
         )
-        return [Endpoint(r[0], json.loads(r[1]), bool(r[2]), bool(r[3])) for r in rows]
+        return [Endpoint(r[0], json.loads(r[1]), bool(r[2]), bool(r[3]), bool(r[4])) for r in rows]
 
     def register(self, endpoint_id: str, created_at: float) -> None:
         """Note a new subscription for listing at once (the dispatcher fills in the rest)."""

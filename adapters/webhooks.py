@@ -54,6 +54,10 @@ def key_name(endpoint_id: str) -> str:
     return f"webhook/{endpoint_id}"
 
 
+# A subscription, and its sealed secrets (current and previous) opened.
+Opened = tuple[Subscription, dict[str, str | None]]
+
+
 @dataclass(frozen=True)
 class Signing:
     """What the deliverer needs of a subscription to send to it."""
@@ -68,7 +72,8 @@ class Webhooks:
         self.ledger = ledger
         self.outbox = outbox
         self.allow_private = allow_private
-        self._signing: dict[str, tuple[float, Signing | None]] = {}
+        # Until when (monotonic) what was read of a subscription is trusted, and what was read.
+        self._signing: dict[str, tuple[float, Opened | None]] = {}
         self._lock = threading.Lock()
 
     # Reads.
@@ -146,7 +151,6 @@ class Webhooks:
         cause = Cause(f"webhooks:{endpoint_id}:{int(time.time())}", DISPATCHER)
         with contextlib.suppress(UnknownWebhook):  # removed meanwhile
             self._update(endpoint_id, lambda s, now: s.disable(reason, cause, now))
-        self.forget(endpoint_id)
 
     def rotate(self, endpoint_id: str, cause: Cause) -> tuple[Subscription, str]:
         secret = new_secret()
@@ -182,29 +186,32 @@ class Webhooks:
     # For the deliverer.
 
     def signing(self, endpoint_id: str, now: datetime) -> Signing | None:
-        """The url and plain secrets of a subscription (None once removed), read again at
-        most every ``CACHE_SECONDS``."""
+        """The url and plain secrets that sign a message sent at ``now`` (ledger time, as a
+        rotation's end is), or None once removed; the subscription is read again at most
+        every ``CACHE_SECONDS``, the secrets are chosen at every call."""
         with self._lock:
             cached = self._signing.get(endpoint_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if cached is None or cached[0] <= time.monotonic():
+            cached = (time.monotonic() + CACHE_SECONDS, self._read_signing(endpoint_id))
+            with self._lock:
+                self._signing[endpoint_id] = cached
+        found = cached[1]
+        if found is None:
+            return None
+        subscription, opened = found
+        secrets = [opened[sealed] for sealed in subscription.signing_secrets(now)]
+        plain = [secret for secret in secrets if secret is not None]
+        return Signing(subscription.url, plain, subscription.enabled)
+
+    def _read_signing(self, endpoint_id: str) -> Opened | None:
         try:
-            subscription: Subscription | None = self.get(endpoint_id)
+            subscription = self.get(endpoint_id)
         except UnknownWebhook:
-            subscription = None
-        found = None
-        if subscription is not None:
-            name = key_name(endpoint_id)
-            secrets = [
-                self.ledger.sealer.open(name, SECRET_FIELD, sealed)
-                for sealed in subscription.signing_secrets(now)
-            ]
-            found = Signing(
-                subscription.url, [s for s in secrets if s is not None], subscription.enabled
-            )
-        with self._lock:
-            self._signing[endpoint_id] = (time.monotonic() + CACHE_SECONDS, found)
-        return found
+            return None
+        name = key_name(endpoint_id)
+        sealed = [subscription.sealed_secret, subscription.previous_secret]
+        opened = {s: self.ledger.sealer.open(name, SECRET_FIELD, s) for s in sealed if s}
+        return subscription, opened
 
     def forget(self, endpoint_id: str) -> None:
         with self._lock:
@@ -246,6 +253,7 @@ class Webhooks:
             command(subscription, self.ledger.clock.now())
             try:
                 self.ledger.save(subscription)
+                self.forget(endpoint_id)  # a rotation or a new url is signed with at once
                 return subscription
             except IntegrityError:  # changed meanwhile: do it again on the new version
                 if attempt == SAVE_ATTEMPTS - 1:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from standardwebhooks import Webhook
 
 from adapters.settings import Settings
-from adapters.webhook_dispatch import Deliverer, Dispatcher
-from adapters.webhook_http import Sender
 from adapters.webhook_outbox import Outbox
 from adapters.webhooks import Webhooks, key_name
 from api.app import create_app
@@ -23,28 +20,14 @@ from domain.clock import FixedClock
 from tests.e2e.conftest import KEY_ROLES, START, Server
 from tests.receiver import Receiver, Reply
 from tests.scrapes import value
-
-
-class Clock:
-    """The deliverer's clock: real time, moved on by the tests to reach a retry."""
-
-    def __init__(self) -> None:
-        import time
-
-        self.offset = 0.0
-        self._time = time.time
-
-    def __call__(self) -> float:
-        return self._time() + self.offset
+from tests.webhook_driver import Driver, verified
 
 
 @dataclass
 class Hooks:
     server: Server
     webhooks: Webhooks
-    dispatcher: Dispatcher
-    deliverer: Deliverer
-    clock: Clock
+    driver: Driver
 
     def subscribe(self, url: str, types: list[str], **extra: Any) -> dict[str, Any]:
         body = {"url": url, "types": types, **extra}
@@ -53,19 +36,11 @@ class Hooks:
         return dict(response.json or {})
 
     def run(self, receiver: Receiver | None = None, expect: int | None = None) -> None:
-        """Dispatch everything recorded, and deliver until nothing is in flight (and, with
-        ``expect``, until the receiver holds that many requests)."""
-        while self.dispatcher.catch_up():
-            pass
-        while self.dispatcher.replay_step():
-            pass
-        for _ in range(400):
-            self.deliverer.step()
-            enough = expect is None or receiver is None or len(receiver.received) >= expect
-            if not self.deliverer.in_flight and enough:
-                break
-            self.deliverer.wait(0.02)
-        self.deliverer.step()
+        self.driver.run(receiver, expect)
+
+    def later(self, seconds: float) -> None:
+        """Move the ledger's clock on, and the deliverer's with it (to reach a retry)."""
+        self.server.clock.advance(timedelta(seconds=seconds))
 
 
 @pytest.fixture
@@ -75,14 +50,13 @@ def hooks(database_url: str) -> Iterator[Hooks]:
     ledger, keys, secret = bootstrap(settings, clock=clock)
     outbox = Outbox.open(settings.database)
     webhooks = Webhooks(ledger, outbox, allow_private=True)
-    now = Clock()
     try:
         app = create_app(ledger, keys, token_secret=secret, clock=clock, webhooks=webhooks)
         api_keys = {role: keys.create(role, f"e2e {role}") for role in KEY_ROLES}
         server = Server(app, app.test_client(), clock, ledger, keys, secret, api_keys)
-        deliverer = Deliverer(outbox, webhooks, Sender(allow_private=True), now=now)
-        yield Hooks(server, webhooks, Dispatcher(ledger, outbox, now=now), deliverer, now)
-        deliverer.close()
+        driver = Driver.open(webhooks, clock)
+        yield Hooks(server, webhooks, driver)
+        driver.close()
     finally:
         outbox.close()
         ledger.close()
@@ -93,11 +67,6 @@ def hooks(database_url: str) -> Iterator[Hooks]:
 def receiver() -> Iterator[Receiver]:
     with Receiver() as found:
         yield found
-
-
-def verified(secret: str, received: Any) -> dict[str, Any]:
-    found: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
-    return found
 
 
 def test_a_purchase_that_upgrades_delivers_both_in_order(hooks: Hooks, receiver: Receiver) -> None:
@@ -125,9 +94,9 @@ def test_retries_keep_the_same_id_until_a_2xx(hooks: Hooks, receiver: Receiver) 
     hooks.server.enrol("m-1")
     hooks.run(receiver, expect=1)
     assert len(receiver.received) == 1
-    hooks.clock.offset += 6  # the first retry is due 5 s (+-10%) later
+    hooks.later(6)  # the first retry is due 5 s (+-10%) later
     hooks.run(receiver, expect=2)
-    hooks.clock.offset += 330  # the second, 5 minutes later
+    hooks.later(330)  # the second, 5 minutes later
     hooks.run(receiver, expect=3)
     assert len(receiver.received) == 3
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
@@ -173,12 +142,12 @@ def test_metrics_show_the_dispatchers_lag_and_what_waits(hooks: Hooks, receiver:
     assert scrape("daifuku_webhook_retries_pending") == 2
     listed = hooks.server.call("GET", f"/v1/webhooks/{_only(hooks)}/deliveries", "auditor").json
     waits = [
-        datetime.fromisoformat(d["next_attempt_at"]).timestamp() - hooks.clock()
+        datetime.fromisoformat(d["next_attempt_at"]).timestamp() - hooks.driver.clock()
         for d in listed["items"]
     ]
     assert all(55 < wait <= 60 for wait in waits), waits  # Retry-After beats the 5 s retry
     receiver.always(Reply(200))
-    hooks.clock.offset += 61
+    hooks.later(61)
     hooks.run(receiver, expect=4)
     assert scrape("daifuku_webhook_deliveries_waiting") == 0
     assert scrape("daifuku_webhook_retries_pending") == 0
