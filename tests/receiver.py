@@ -5,6 +5,7 @@ from a script.
         receiver.respond(500, 500)            # the next two requests fail, then the default 200
         receiver.respond(Reply(429, headers={"Retry-After": "5"}), Reply(200, delay=1.0))
         receiver.always(410)                  # every later request: the endpoint is gone
+        receiver.answer_with(rule)            # rule(request) answers, or None: the script does
         ...
         received = receiver.wait_for(3, timeout=5)
 
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -53,6 +55,7 @@ class Receiver:
         self._received: list[Received] = []
         self._script: deque[Reply] = deque()
         self._default = Reply()
+        self._rule: Callable[[Received], int | Reply | None] = lambda _request: None
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -81,6 +84,12 @@ class Receiver:
         """Answer with this once the script has run out (200 until told otherwise)."""
         with self._lock:
             self._default = _reply(reply)
+
+    def answer_with(self, rule: Callable[[Received], int | Reply | None]) -> None:
+        """Answer each request with what ``rule`` gives for it (called one request at a time,
+        so it may keep state), or from the script when it gives None."""
+        with self._lock:
+            self._rule = rule
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """The requests received once there are `count` of them; AssertionError after `timeout`."""
@@ -119,6 +128,9 @@ class Receiver:
         with self._lock:
             self._received.append(request)
             self._lock.notify_all()
+            ruled = self._rule(request)
+            if ruled is not None:
+                return _reply(ruled)
             return self._script.popleft() if self._script else self._default
 
 
@@ -148,11 +160,15 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length)
+            if len(body) < length:  # the sender died mid-request: nothing was delivered
+                self.close_connection = True
+                return
             request = Received(
                 method=self.command,
                 path=self.path,
                 headers={name.lower(): value for name, value in self.headers.items()},
-                body=self.rfile.read(length),
+                body=body,
                 received_at=time.time(),
             )
             reply = receiver._record(request)
