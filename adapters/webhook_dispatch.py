@@ -13,11 +13,15 @@ Two halves in one background loop:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -57,6 +61,10 @@ REPLAY_PAGE = 1_000
 RETRY_SCHEDULE = (5, 300, 1_800, 7_200, 18_000, 36_000, 50_400, 72_000, 86_400)
 JITTER = 0.1  # each wait is moved by up to a tenth either way
 RETRY_AFTER_MOST = 86_400.0
+# One dispatcher at a time: it renews its lease every second; one killed is replaced once its
+# lease has run out.
+LEASE_SECONDS = 5.0
+LEASE_RENEW_SECONDS = 1.0
 GATHER_SECONDS = 0.005  # after an attempt ends, how long to wait for others to record together
 GIVE_UP_ENDPOINT_SECONDS = 5 * 86_400.0  # an endpoint failing this long is disabled
 SUBSCRIPTION_TOPICS = {
@@ -442,9 +450,19 @@ class WebhookThread(BackgroundLoop):
 
     def _run(self) -> None:
         deliverer = Deliverer(self.outbox, self.webhooks, self.sender, observe=self.observe)
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        renewed = 0.0
         try:
             while not self._stopping.is_set():
                 try:
+                    if time.monotonic() - renewed >= LEASE_RENEW_SECONDS:
+                        if not self.outbox.take_lease(holder, LEASE_SECONDS, time.time()):
+                            # Another dispatcher works: wait for its lease to end (it stopped
+                            # or died), then start from what it recorded.
+                            self.dispatcher = None
+                            self._stopping.wait(LEASE_RENEW_SECONDS)
+                            continue
+                        renewed = time.monotonic()
                     if self.dispatcher is None:
                         self.dispatcher = Dispatcher(self.ledger, self.outbox)
                     read = self.dispatcher.catch_up()
@@ -460,5 +478,7 @@ class WebhookThread(BackgroundLoop):
                     deliverer.wait(self.poll_seconds)
         finally:
             deliverer.close()
+            with contextlib.suppress(Exception):  # the next dispatcher need not wait for it
+                self.outbox.release_lease(holder)
             if self.owns_outbox:
                 self.outbox.close()

@@ -29,8 +29,11 @@ PENDING, PAUSED, DELIVERED, FAILED, CANCELLED = (
 )
 STATES = (PENDING, PAUSED, DELIVERED, FAILED, CANCELLED)
 EXCERPT_LIMIT = 1024
+LEASE = "dispatcher"
 
 SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS daifuku_webhook_lease (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS daifuku_webhook_tracking (
         name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS daifuku_webhook_endpoints (
@@ -223,6 +226,25 @@ class Outbox(TrackingRecorder):
             "SELECT position FROM daifuku_webhook_tracking WHERE name = ?", (application_name,)
         )
         return int(rows[0][0]) if rows else None
+
+    # One dispatcher at a time (two would each keep a member's order, but not together).
+
+    def take_lease(self, holder: str, seconds: float, now: float) -> bool:
+        """Hold (or renew) the dispatcher's lease for ``seconds``; False while another
+        holder's lease has not expired."""
+        rows = self.db.run(
+            "INSERT INTO daifuku_webhook_lease (name, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+            "expires_at = excluded.expires_at WHERE daifuku_webhook_lease.holder = "
+            "excluded.holder OR daifuku_webhook_lease.expires_at < ? RETURNING holder",
+            (LEASE, holder, now + seconds, now),
+        )
+        return bool(rows)
+
+    def release_lease(self, holder: str) -> None:
+        self.db.run(
+            "DELETE FROM daifuku_webhook_lease WHERE name = ? AND holder = ?", (LEASE, holder)
+        )
 
     # The dispatcher's writes.
 

@@ -166,3 +166,16 @@ def test_a_removed_subscription_sends_nothing_and_its_secret_is_gone(
     assert not hooks.server.ledger.sealer.held(key_name(made["id"]))  # type: ignore[attr-defined]
     exported = hooks.server.call("GET", "/v1/audit/export", "auditor").get_data(as_text=True)
     assert made["secret"] not in exported and made["secret"].removeprefix("whsec_") not in exported
+
+
+def test_one_dispatcher_holds_the_lease_at_a_time(hooks: Hooks) -> None:
+    outbox = hooks.webhooks.outbox
+    assert outbox.take_lease("first", 5.0, 1000.0)
+    assert not outbox.take_lease("second", 5.0, 1001.0)  # the first one's lease runs
+    assert outbox.take_lease("first", 5.0, 1004.0)  # renewed to 1009
+    assert not outbox.take_lease("second", 5.0, 1008.0)
+    assert outbox.take_lease("second", 5.0, 1010.0)  # the first stopped renewing: taken over
+    outbox.release_lease("first")  # not its lease any more: nothing happens
+    assert not outbox.take_lease("first", 5.0, 1011.0)
+    outbox.release_lease("second")
+    assert outbox.take_lease("first", 5.0, 1012.0)  # released: at once
