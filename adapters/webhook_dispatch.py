@@ -66,6 +66,7 @@ RETRY_AFTER_MOST = 86_400.0
 LEASE_SECONDS = 5.0
 LEASE_RENEW_SECONDS = 1.0
 GATHER_SECONDS = 0.005  # after an attempt ends, how long to wait for others to record together
+POLL_SECONDS = 0.1  # between looks at the log once caught up (the delivery lag's share)
 GIVE_UP_ENDPOINT_SECONDS = 5 * 86_400.0  # an endpoint failing this long is disabled
 SUBSCRIPTION_TOPICS = {
     get_topic(cls): cls
@@ -433,7 +434,7 @@ class WebhookThread(BackgroundLoop):
         outbox: Outbox,
         webhooks: Webhooks,
         sender: Sender,
-        poll_seconds: float = 0.05,
+        poll_seconds: float = POLL_SECONDS,
         observe: Callable[[Outcome, float], None] | None = None,
         owns_outbox: bool = False,
     ) -> None:
@@ -452,6 +453,7 @@ class WebhookThread(BackgroundLoop):
         deliverer = Deliverer(self.outbox, self.webhooks, self.sender, observe=self.observe)
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         renewed = 0.0
+        next_look = 0.0  # when the dispatcher reads the log next
         try:
             while not self._stopping.is_set():
                 try:
@@ -465,17 +467,24 @@ class WebhookThread(BackgroundLoop):
                         renewed = time.monotonic()
                     if self.dispatcher is None:
                         self.dispatcher = Dispatcher(self.ledger, self.outbox)
-                    read = self.dispatcher.catch_up()
-                    read += self.dispatcher.replay_step()
-                    finished = deliverer.step()
+                        next_look = 0.0
+                    behind = False
+                    if time.monotonic() >= next_look:
+                        read = self.dispatcher.catch_up() + self.dispatcher.replay_step()
+                        behind = read >= self.dispatcher.page
+                        if not behind:  # caught up: read the log again in a poll's time
+                            next_look = time.monotonic() + self.poll_seconds
+                    deliverer.step()
                 except Exception:
                     log.exception("webhook pass failed; trying again from the outbox")
                     self.dispatcher = None  # start again from the recorded position
                     self._stopping.wait(1.0)
                     continue
                 self.passed.set()
-                if read == 0 and finished == 0:
-                    deliverer.wait(self.poll_seconds)
+                if not behind:
+                    # Until an attempt ends or it is time to look at the log again: the log is
+                    # read once a poll, so each read and its transaction carry many events.
+                    deliverer.wait(max(next_look - time.monotonic(), 0.001))
         finally:
             deliverer.close()
             with contextlib.suppress(Exception):  # the next dispatcher need not wait for it

@@ -35,7 +35,7 @@ from adapters.projections import (
 from adapters.settings import ConfigurationError, Settings
 from adapters.verification_jobs import RUNNING, VerificationJobs
 from adapters.views import MemberStatusView, open_member_status_view
-from adapters.webhook_dispatch import open_webhook_thread
+from adapters.webhook_dispatch import POLL_SECONDS, open_webhook_thread
 from api import import_file, logs, representations, server
 from api.bootstrap import bootstrap, build_app, close_app
 from api.context import EXTENSION
@@ -138,7 +138,10 @@ def _parser() -> argparse.ArgumentParser:
         help="deliver webhooks until Ctrl-C (resumes where it stopped; `serve` runs it too)",
     )
     hooks.add_argument(
-        "--poll", type=float, default=0.05, help="seconds between looks at the log when idle"
+        "--poll",
+        type=float,
+        default=POLL_SECONDS,
+        help="seconds between looks at the log once caught up",
     )
     hooks.set_defaults(run=_webhooks)
 

@@ -66,7 +66,7 @@ class DispatcherProcess:
     def __init__(self, database_url: str) -> None:
         self.log_path = Path(f"/tmp/daifuku-bench-webhooks-{os.getpid()}.log")
         env = {**os.environ, "DAIFUKU_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", **ENV}
-        command = [str(BIN / "daifuku"), "webhooks", "--poll", "0.05"]
+        command = [str(BIN / "daifuku"), "webhooks"]
         self.process = spawn(command, self.log_path, env)
 
     def stop(self) -> int | None:
