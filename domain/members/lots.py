@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +27,15 @@ class LotStatus(Enum):
 
 
 class DueKind(IntEnum):
-    """What falls due at an instant, in the order changes due at the same instant are recorded."""
+    """What falls due at an instant, in the order changes due at the same instant are recorded:
+    the notices last, so they tell of the state the changes left."""
 
     LOT_MATURES = 0
     LOT_EXPIRES = 1
     TIER_REVIEW = 2
     REFERRAL_REWARD = 3
+    POINTS_EXPIRING = 4
+    GUARANTEE_EXPIRING = 5
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class Lot:
     status: LotStatus
     available_at: datetime
     expires_at: datetime
+    expiry_noticed: bool = False  # the member was told it expires soon: never told twice
 
     def due(self) -> tuple[datetime, DueKind] | None:
         """When this lot next changes by itself: it matures, or it expires."""
@@ -54,6 +58,16 @@ class Lot:
         if self.status is LotStatus.AVAILABLE:
             return self.expires_at, DueKind.LOT_EXPIRES
         return None
+
+    def expiry_notice_at(self, days: int) -> datetime | None:
+        """When the member is told this lot expires: ``days`` before, or once its points are
+        available if that is later; None if told already, emptied, or ``days`` is 0."""
+        if days <= 0 or self.expiry_noticed or self.remaining <= 0:
+            return None
+        if self.status not in (LotStatus.PENDING, LotStatus.AVAILABLE):
+            return None
+        when = max(self.expires_at - timedelta(days=days), self.available_at)
+        return when if when < self.expires_at else None
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,17 @@ class PointLots:
         assert isinstance(seq, int) and isinstance(lot_id, str)
         return when, DueKind(kind), seq, lot_id
 
+    def next_expiry_notice(self, days: int) -> tuple[datetime, DueKind, int, str] | None:
+        """The earliest notice of a lot expiring within ``days``: the open lots are few, and
+        the days a program rule, so this is found rather than queued."""
+        found: tuple[datetime, DueKind, int, str] | None = None
+        for lot_id in self.open:
+            lot = self.lots[lot_id]
+            when = lot.expiry_notice_at(days)
+            if when is not None and (found is None or (when, lot.seq) < (found[0], found[2])):
+                found = when, DueKind.POINTS_EXPIRING, lot.seq, lot.id
+        return found
+
     def prune(self) -> None:
         """Drop queued due times of lots that were emptied or moved on since they were queued."""
         heap = self.due
@@ -245,3 +270,15 @@ class PointsExpired(MemberEvent):
     def change(self, member: Member) -> None:
         member.lots.expire(self.lot, self.points)
         member.expired += self.points
+
+
+class PointsExpiring(MemberEvent):
+    """A notice, not a change of points: the lot's remaining points expire soon."""
+
+    TOPIC = "domain.members:Member.PointsExpiring"
+    lot: str
+    points: int  # what the lot still held when the member was told
+    expires_at: datetime
+
+    def change(self, member: Member) -> None:
+        member.lots[self.lot].expiry_noticed = True

@@ -121,6 +121,7 @@ class Purchase:
     clawed: int = 0
     refunds: dict[str, Refund] = field(default_factory=dict)
     claim: Claim | None = None
+    guarantee_noticed: bool = False  # the member was told the window closes soon: once
 
     @property
     def lot_id(self) -> str:
@@ -148,6 +149,18 @@ class Purchase:
             refunded=self.refunded,
             payout=None if self.claim is None else self.claim.payout,
         )
+
+    def guarantee_notice_at(self, days: int) -> datetime | None:
+        """When the member is told the guarantee window closes: ``days`` before, or at the
+        purchase if the window is shorter; None once told, claimed or refunded in full, or if
+        ``days`` is 0."""
+        terms = self.guarantee
+        if terms is None or days <= 0 or self.guarantee_noticed:
+            return None
+        if self.claim is not None or self.refundable <= 0:
+            return None
+        when = max(terms.expires_at - timedelta(days=days), self.at)
+        return when if when < terms.expires_at else None
 
     @property
     def earned(self) -> int:
@@ -315,3 +328,17 @@ class GuaranteeClaimed(MemberEvent):
             tier_after=refund.tier_after,
         )
         member.purchases[self.order_id] = replace(purchase, claim=claim)
+
+
+class GuaranteeExpiring(MemberEvent):
+    """A notice, not a change of money or points: the guarantee's window closes soon."""
+
+    TOPIC = "domain.members:Member.GuaranteeExpiring"
+
+    order_id: str
+    policy: str
+    closes_at: datetime
+
+    def change(self, member: Member) -> None:
+        purchase = member.purchases[self.order_id]
+        member.purchases[self.order_id] = replace(purchase, guarantee_noticed=True)
