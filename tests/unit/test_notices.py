@@ -81,9 +81,7 @@ def test_a_change_after_the_notice_time_records_the_notice_first(member: Shop) -
     assert notices(member)[0]["points"] == 100
 
 
-def test_a_lot_spent_before_its_notice_time_is_not_noticed(
-    member: Shop, ledger: Ledger
-) -> None:
+def test_a_lot_spent_before_its_notice_time_is_not_noticed(member: Shop, ledger: Ledger) -> None:
     member.buy("o-1", "100.00")
     member.at(40).redeem("red-1", points=100)
     member.at(800)
@@ -287,4 +285,3 @@ def test_an_unknown_notice_rule_is_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
         ProgramRules.from_dict({"notices": {"expiry_days": 3}})
     assert set(refused.value.errors) == {"notices.expiry_days"}
-
