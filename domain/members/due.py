@@ -49,17 +49,14 @@ def next_change(member: Member) -> Due | None:
 
 def next_notice(member: Member, rules: ProgramRules) -> Due | None:
     """The earliest notice due under ``rules``: a lot about to expire, a window about to close."""
-    found = member.lots.next_expiry_notice(rules.expiry_notice_days)
-    best = None if found is None else Due(*found)
-    days = rules.guarantee_notice_days
-    if days > 0:
-        for purchase in member.purchases.values():
-            when = purchase.guarantee_notice_at(days)
-            if when is None:
-                continue
-            notice = Due(when, DueKind.GUARANTEE_EXPIRING, purchase.seq, purchase.order_id)
-            if best is None or notice < best:
-                best = notice
+    lot = member.lots.next_expiry_notice(rules.expiry_notice_days)
+    best = None if lot is None else Due(*lot)
+    found = member.open_guarantees.next_notice(member.purchases, rules.guarantee_notice_days)
+    if found is not None:
+        when, seq, order_id = found
+        guarantee = Due(when, DueKind.GUARANTEE_EXPIRING, seq, order_id)
+        if best is None or guarantee < best:
+            best = guarantee
     return best
 
 

@@ -59,15 +59,9 @@ class Lot:
             return self.expires_at, DueKind.LOT_EXPIRES
         return None
 
-    def expiry_notice_at(self, days: int) -> datetime | None:
-        """When the member is told this lot expires: ``days`` before, or once its points are
-        available if that is later; None if told already, emptied, or ``days`` is 0."""
-        if days <= 0 or self.expiry_noticed or self.remaining <= 0:
-            return None
-        if self.status not in (LotStatus.PENDING, LotStatus.AVAILABLE):
-            return None
-        when = max(self.expires_at - timedelta(days=days), self.available_at)
-        return when if when < self.expires_at else None
+    def awaits_expiry_notice(self) -> bool:
+        """Its points are available and the member was not yet told they expire soon."""
+        return self.status is LotStatus.AVAILABLE and self.remaining > 0 and not self.expiry_noticed
 
 
 @dataclass(frozen=True)
@@ -92,6 +86,9 @@ class PointLots:
         self.debt = 0
         # [due time, kind, seq, lot id]; lists, since snapshots store them as JSON arrays.
         self.due: list[list[Any]] = []
+        # [expires_at, seq, lot id] of the available lots not yet noticed: the notice days are a
+        # program rule, so lots are queued by their expiry and the notice time found from it.
+        self.notices: list[list[Any]] = []
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(self) == vars(other)
@@ -202,30 +199,37 @@ class PointLots:
         return when, DueKind(kind), seq, lot_id
 
     def next_expiry_notice(self, days: int) -> tuple[datetime, DueKind, int, str] | None:
-        """The earliest notice of a lot expiring within ``days``: the open lots are few, and
-        the days a program rule, so this is found rather than queued."""
-        found: tuple[datetime, DueKind, int, str] | None = None
-        for lot_id in self.open:
-            lot = self.lots[lot_id]
-            when = lot.expiry_notice_at(days)
-            if when is not None and (found is None or (when, lot.seq) < (found[0], found[2])):
-                found = when, DueKind.POINTS_EXPIRING, lot.seq, lot.id
-        return found
+        """The earliest notice of a lot expiring within ``days`` (none if ``days`` is 0): that
+        many days before its expiry, or at once if its points became available later than that.
+        An available lot became so by the member's business time, so the lot expiring first is
+        the first due."""
+        if days <= 0 or not self.notices:
+            return None
+        expires_at, seq, lot_id = self.notices[0]
+        assert isinstance(expires_at, datetime) and isinstance(lot_id, str)
+        when = max(expires_at - timedelta(days=days), self.lots[lot_id].available_at)
+        return when, DueKind.POINTS_EXPIRING, seq, lot_id
 
     def prune(self) -> None:
-        """Drop queued due times of lots that were emptied or moved on since they were queued."""
+        """Drop queued due times of lots that were emptied or moved on since they were queued,
+        and queued notices of lots no longer awaiting one."""
         heap = self.due
         while heap:
             when, kind, _, lot_id = heap[0]
             assert isinstance(lot_id, str)
             if self.lots[lot_id].due() == (when, kind):
-                return
+                break
             heapq.heappop(heap)
+        notices = self.notices
+        while notices and not self.lots[notices[0][2]].awaits_expiry_notice():
+            heapq.heappop(notices)
 
     def _queue(self, lot: Lot) -> None:
         due = lot.due()
         if due is not None:
             heapq.heappush(self.due, [due[0], due[1].value, lot.seq, lot.id])
+        if lot.awaits_expiry_notice():
+            heapq.heappush(self.notices, [lot.expires_at, lot.seq, lot.id])
 
     def _count(self, lot: Lot, points: int) -> None:
         if lot.status is LotStatus.PENDING:

@@ -166,6 +166,7 @@ class Member(Aggregate):
         self.standing = tiers.TierStanding(at)
         self.spend = tiers.SpendHistory()
         self.purchases: dict[str, Purchase] = {}
+        self.open_guarantees = purchases.OpenGuarantees()
         self.categories: list[str] = []
         self.last_purchase_at: datetime | None = None
         self.lots = PointLots()
@@ -536,6 +537,11 @@ class Member(Aggregate):
         return due.record(self, until, terms, cause, recorded_at)
 
     # State helpers used by the events' change methods (so they run on replay too).
+
+    def prune_due(self) -> None:
+        """After every event: what is queued to fall due is what still will."""
+        self.lots.prune()
+        self.open_guarantees.prune(self.purchases, self.business_time)
 
     def award(self, lot_id: str, points: int, available_at: datetime, expires_at: datetime) -> None:
         """Newly earned points: a pending lot, counted in lifetime_earned."""
