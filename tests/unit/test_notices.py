@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from adapters.vault import Vault
+from domain.clock import FixedClock
 from domain.errors import InvalidInput
 from domain.ledger import Ledger
+from domain.members import Member, member_uuid
 from domain.program import ProgramRules
 from tests.answers import answers
 
-from .storefront import Shop, day
+from .storefront import IN_MEMORY, Shop, day
 
 
 @pytest.fixture
@@ -285,3 +288,24 @@ def test_an_unknown_notice_rule_is_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
         ProgramRules.from_dict({"notices": {"expiry_days": 3}})
     assert set(refused.value.errors) == {"notices.expiry_days"}
+
+
+def test_a_member_read_from_its_snapshot_has_the_notice_queues_of_its_events(
+    clock: FixedClock,
+) -> None:
+    ledger = Ledger(env=IN_MEMORY, clock=clock, sealer=Vault.in_memory(), snapshot_interval=2)
+    shop = Shop(ledger, clock)
+    shop.enrol("m1")
+    shop.buy("o-1", "100.00", guarantee="satisfaction")
+    shop.buy("o-2", "50.00", guarantee="trial-90")
+    shop.at(23)
+    assert ledger.record_due() == 1  # o-1's window
+    uid = member_uuid("m1")
+    assert ledger.snapshots is not None and list(ledger.snapshots.get(uid))
+    folded: Any = None
+    for event in ledger.events.get(uid):
+        folded = event.mutate(folded)
+    read: Member = ledger.repository.get(uid, deepcopy_from_cache=False)
+    assert vars(read) == vars(folded)
+    assert read.open_guarantees.queue == [[day(90), 1, "o-2"]]
+    assert read.next_due_at(ledger.terms()) == day(30)  # o-1's lot becomes available
