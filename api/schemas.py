@@ -399,6 +399,11 @@ class ReferralRules(StrictBody):
     cap_days = rule_number("referrals.cap_days")
 
 
+class NoticeRules(StrictBody):
+    expiry_notice_days = rule_number("notices.expiry_notice_days")
+    guarantee_notice_days = rule_number("notices.guarantee_notice_days")
+
+
 class ProgramRulesSchema(StrictBody):
     currency = fields.String(required=True, metadata={"example": "USD"})
     earning = fields.Nested(EarningRules, required=True)
@@ -408,6 +413,13 @@ class ProgramRulesSchema(StrictBody):
     guarantees = fields.List(fields.Nested(GuaranteeRules), required=True)
     rewards = fields.List(fields.Nested(RewardRules), required=True)
     referrals = fields.Nested(ReferralRules, required=True)
+    notices = fields.Nested(
+        NoticeRules,
+        metadata={
+            "description": "days before a lot expires or a guarantee window closes that the "
+            "member is told (points.expiring, guarantee.expiring); 0: no notice. Absent: 30 and 7"
+        },
+    )
 
 
 # Responses.

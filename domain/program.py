@@ -87,6 +87,9 @@ class ProgramRules:
     guarantees: tuple[GuaranteePolicy, ...] = DEFAULT_GUARANTEES
     rewards: tuple[Reward, ...] = DEFAULT_REWARDS
     referrals: ReferralTerms = field(default_factory=ReferralTerms)
+    # Days before a lot expires, or a guarantee window closes, that the member is told; 0: never.
+    expiry_notice_days: int = 30
+    guarantee_notice_days: int = 7
 
     def tier(self, name: str) -> TierRule:
         for rule in self.tiers:
@@ -154,6 +157,10 @@ class ProgramRules:
                 "cap": self.referrals.cap,
                 "cap_days": self.referrals.cap_days,
             },
+            "notices": {
+                "expiry_notice_days": self.expiry_notice_days,
+                "guarantee_notice_days": self.guarantee_notice_days,
+            },
         }
 
     @classmethod
@@ -183,10 +190,12 @@ WHOLE_NUMBER_BOUNDS: dict[str, tuple[int, int]] = {
     "referrals.referee_points": (0, 10_000_000),
     "referrals.cap": (0, 1_000_000),
     "referrals.cap_days": (1, 3650),
+    "notices.expiry_notice_days": (0, 365),
+    "notices.guarantee_notice_days": (0, 365),
 }
 
 # The whole-number fields of ProgramRules itself: (section of the document, field); the default
-# of each is ProgramRules()'s.
+# of each is ProgramRules()'s, which is also what a program stored before the rule existed reads.
 WHOLE_NUMBERS = (
     ("earning", "points_per_currency_unit"),
     ("earning", "cross_sell_bonus"),
@@ -195,6 +204,8 @@ WHOLE_NUMBERS = (
     ("", "tier_period_days"),
     ("lifecycle", "dormant_days"),
     ("lifecycle", "lost_days"),
+    ("notices", "expiry_notice_days"),
+    ("notices", "guarantee_notice_days"),
 )
 
 
@@ -258,7 +269,7 @@ class _Reader:
             "",
             {
                 "currency", "earning", "tier_period_days", "lifecycle", "tiers",
-                "guarantees", "rewards", "referrals",
+                "guarantees", "rewards", "referrals", "notices",
             },
         )  # fmt: skip
         base = ProgramRules()
@@ -277,7 +288,9 @@ class _Reader:
         )  # fmt: skip
         lifecycle = self.obj(top.get("lifecycle", {}), "lifecycle")
         self.known(lifecycle, "lifecycle", {"dormant_days", "lost_days"})
-        sections = {"": top, "earning": earning, "lifecycle": lifecycle}
+        notices = self.obj(top.get("notices", {}), "notices")
+        self.known(notices, "notices", {"expiry_notice_days", "guarantee_notice_days"})
+        sections = {"": top, "earning": earning, "lifecycle": lifecycle, "notices": notices}
         whole_numbers = {
             name: self.integer(
                 sections[section].get(name),

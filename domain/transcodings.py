@@ -67,7 +67,7 @@ VALUES = (
     referrals.ReceivedReferral,
     tiers.Upgrade,
 )
-BOOKKEEPING = (lots.PointLots, tiers.SpendHistory, tiers.TierStanding)
+BOOKKEEPING = (lots.PointLots, purchases.OpenGuarantees, tiers.SpendHistory, tiers.TierStanding)
 ENUMS: tuple[type[Enum], ...] = (lots.LotStatus, referrals.ReferralState)
 
 

@@ -11,7 +11,8 @@ Feature: Refund guarantees take the risk of a purchase off the customer
   re-evaluates the tier and voids a referral that it qualified. Points of a guaranteed purchase
   stay pending until the guarantee window closes when it is longer than the return window.
   Finance sees the open guarantees and their maximum liability, claims and payouts per policy,
-  and the claim rate.
+  and the claim rate. A member is told once, 7 days before (a program rule; 0 for never), that
+  a guarantee still open is about to close.
 
   Background:
     Given the program's defaults
@@ -312,3 +313,19 @@ Feature: Refund guarantees take the risk of a purchase off the customer
       | anonymous caller | 401             |
     Then each caller gets its expected status
     And every caller who may read it finds 1 open guarantee
+
+  Scenario: A member is told once, 7 days ahead, that an open guarantee is about to close
+    When the storefront posts purchase "A-1" of "100.00" for "ann" under the "satisfaction" guarantee
+    And the storefront posts purchase "A-2" of "100.00" for "ann" under the "satisfaction" guarantee
+    And the storefront posts purchase "A-3" of "100.00" for "ann" under the "satisfaction" guarantee
+    And 10 days pass
+    And the storefront claims the guarantee of order "A-2" as "C-1"
+    And the storefront refunds "100.00" of order "A-3" as "RF-1"
+    # the windows close on 2026-02-04: the notice is due on 2026-01-28, for A-1 alone
+    When 12 days pass and the scheduler runs
+    Then the ledger recorded 0 "GuaranteeExpiring" events for "ann"
+    When 1 day passes and the scheduler runs
+    Then "ann" was told on "2026-01-28T09:00:00+00:00" that the "satisfaction" guarantee of order "A-1" closes at "2026-02-04T09:00:00+00:00"
+    When 10 days pass and the scheduler runs
+    Then the ledger recorded 1 "GuaranteeExpiring" event for "ann"
+    And order "A-1" has "100.00" left to refund

@@ -4,6 +4,8 @@ Feature: Point lots become available after the return window and expire two year
   expires 730 days after it became available. Redemptions spend the oldest lots first. A
   scheduler records these time-driven changes, but before any other change to a member
   everything due is recorded first, so nothing depends on when the scheduler last ran.
+  A member is told once, 30 days before (a program rule; 0 for never), that a lot's points
+  are about to expire, if the lot still holds any then, so the shop can remind them.
 
   Background:
     Given the program's defaults
@@ -96,7 +98,35 @@ Feature: Point lots become available after the return window and expire two year
       | change                | at                        |
       | PointsBecameAvailable | 2026-02-04T09:00:00+00:00 |
       | TierDowngraded        | 2027-01-05T09:00:00+00:00 |
+      | PointsExpiring        | 2028-01-05T09:00:00+00:00 |
       | PointsExpired         | 2028-02-04T09:00:00+00:00 |
     And "ann" holds the "bronze" tier
     And "ann" has 0 available points and 0 pending
     And "ann" has 600 expired points
+
+  Scenario: A member is told once, 30 days ahead, that a lot's points are about to expire
+    Given "ann" bought "A-1" for "120.00"
+    And 30 days pass
+    When "ann" redeems 20 points as "R-1"
+    # available on 2026-02-04, so the lot expires on 2028-02-04: the notice is due on 2028-01-05
+    And 699 days pass and the scheduler runs
+    Then the ledger recorded 0 "PointsExpiring" events for "ann"
+    When 1 day passes and the scheduler runs
+    Then "ann" was told on "2028-01-05T09:00:00+00:00" that 100 points of the "A-1" lot expire at "2028-02-04T09:00:00+00:00"
+    And "ann" has 100 available points and 0 pending
+    When 29 days pass and the scheduler runs
+    Then the ledger recorded 1 "PointsExpiring" event for "ann"
+    When 1 day passes and the scheduler runs
+    Then "ann" has 100 expired points
+    And the ledger recorded "PointsExpiring" before "PointsExpired" for "ann"
+
+  Scenario: A lot spent before its notice is due is not noticed, and 0 days means no notice
+    Given "ann" bought "A-1" for "100.00"
+    And "ann" bought "A-2" for "50.00"
+    And 31 days pass
+    When "ann" redeems 100 points as "R-1"
+    And the admin publishes a program version in which members are told 0 days before their points expire
+    Then the response status is 200
+    When 800 days pass and the scheduler runs
+    Then "ann" has 50 expired points
+    And the ledger recorded 0 "PointsExpiring" events for "ann"

@@ -1,7 +1,9 @@
-"""What falls due with time alone: lots maturing and expiring, tier reviews, referral rewards.
+"""What falls due with time alone: lots maturing and expiring, tier reviews, referral rewards,
+and the notices of lots about to expire and guarantee windows about to close.
 
 A command records whatever is due by its own time first, as a scheduler run just before it
-would have, so no outcome depends on when the scheduler last ran.
+would have, so no outcome depends on when the scheduler last ran. A notice changes nothing the
+member's status shows; it is recorded once, so that it can be delivered like any other event.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 from domain.actors import Cause
 from domain.members import tiers
 from domain.members.lots import DueKind
-from domain.program import Terms
+from domain.program import ProgramRules, Terms
 
 if TYPE_CHECKING:
     from domain.members.member import Member
@@ -27,8 +29,8 @@ class Due:
     key: str  # the lot, or the referee whose reward it is
 
 
-def next_due(member: Member) -> Due | None:
-    """The earliest change due."""
+def next_change(member: Member) -> Due | None:
+    """The earliest change due of what the member holds: a lot, a tier review, a reward."""
     found = member.lots.next_due()
     best = None if found is None else Due(*found)
     review_at = member.standing.review_at
@@ -45,12 +47,31 @@ def next_due(member: Member) -> Due | None:
     return best
 
 
+def next_notice(member: Member, rules: ProgramRules) -> Due | None:
+    """The earliest notice due under ``rules``: a lot about to expire, a window about to close."""
+    lot = member.lots.next_expiry_notice(rules.expiry_notice_days)
+    best = None if lot is None else Due(*lot)
+    found = member.open_guarantees.next_notice(member.purchases, rules.guarantee_notice_days)
+    if found is not None:
+        when, seq, order_id = found
+        guarantee = Due(when, DueKind.GUARANTEE_EXPIRING, seq, order_id)
+        if best is None or guarantee < best:
+            best = guarantee
+    return best
+
+
+def next_due(member: Member, rules: ProgramRules) -> Due | None:
+    """The earliest change or notice due."""
+    dues = [due for due in (next_change(member), next_notice(member, rules)) if due is not None]
+    return min(dues) if dues else None
+
+
 def record(
     member: Member, until: datetime, terms: Terms, cause: Cause, recorded_at: datetime
 ) -> int:
     """Record, in time order, every change due by ``until``; how many were."""
     count = 0
-    while (found := next_due(member)) is not None and found.when <= until:
+    while (found := next_due(member, terms.rules)) is not None and found.when <= until:
         when = max(found.when, member.business_time)
         stamp = {
             "at": when,
@@ -68,8 +89,27 @@ def record(
             member.trigger_event(member.PointsExpired, lot=found.key, points=points, **stamp)
         elif found.kind is DueKind.TIER_REVIEW:
             review_tier(member, when, terms, stamp)
-        else:
+        elif found.kind is DueKind.REFERRAL_REWARD:
             member.trigger_event(member.ReferralRewarded, referee_id=found.key, **stamp)
+        elif found.kind is DueKind.POINTS_EXPIRING:
+            lot = member.lots[found.key]
+            member.trigger_event(
+                member.PointsExpiring,
+                lot=lot.id,
+                points=lot.remaining,
+                expires_at=lot.expires_at,
+                **stamp,
+            )
+        else:
+            purchase = member.purchases[found.key]
+            assert purchase.guarantee is not None
+            member.trigger_event(
+                member.GuaranteeExpiring,
+                order_id=purchase.order_id,
+                policy=purchase.guarantee.policy,
+                closes_at=purchase.guarantee.expires_at,
+                **stamp,
+            )
         count += 1
     return count
 

@@ -32,7 +32,7 @@ class MemberEvent(Aggregate.Event):
     def apply(self, aggregate: Any) -> None:
         aggregate.business_time = max(aggregate.business_time, self.at)
         self.change(aggregate)
-        aggregate.lots.prune()
+        aggregate.prune_due()
 
     def change(self, member: Member) -> None:
         """The state change of this event, run on every replay."""

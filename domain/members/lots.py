@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +27,15 @@ class LotStatus(Enum):
 
 
 class DueKind(IntEnum):
-    """What falls due at an instant, in the order changes due at the same instant are recorded."""
+    """What falls due at an instant, in the order changes due at the same instant are recorded:
+    the notices last, so they tell of the state the changes left."""
 
     LOT_MATURES = 0
     LOT_EXPIRES = 1
     TIER_REVIEW = 2
     REFERRAL_REWARD = 3
+    POINTS_EXPIRING = 4
+    GUARANTEE_EXPIRING = 5
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class Lot:
     status: LotStatus
     available_at: datetime
     expires_at: datetime
+    expiry_noticed: bool = False  # the member was told it expires soon: never told twice
 
     def due(self) -> tuple[datetime, DueKind] | None:
         """When this lot next changes by itself: it matures, or it expires."""
@@ -54,6 +58,10 @@ class Lot:
         if self.status is LotStatus.AVAILABLE:
             return self.expires_at, DueKind.LOT_EXPIRES
         return None
+
+    def awaits_expiry_notice(self) -> bool:
+        """Its points are available and the member was not yet told they expire soon."""
+        return self.status is LotStatus.AVAILABLE and self.remaining > 0 and not self.expiry_noticed
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class PointLots:
         self.debt = 0
         # [due time, kind, seq, lot id]; lists, since snapshots store them as JSON arrays.
         self.due: list[list[Any]] = []
+        # [expires_at, seq, lot id] of the available lots not yet noticed: the notice days are a
+        # program rule, so lots are queued by their expiry and the notice time found from it.
+        self.notices: list[list[Any]] = []
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(self) == vars(other)
@@ -187,20 +198,38 @@ class PointLots:
         assert isinstance(seq, int) and isinstance(lot_id, str)
         return when, DueKind(kind), seq, lot_id
 
+    def next_expiry_notice(self, days: int) -> tuple[datetime, DueKind, int, str] | None:
+        """The earliest notice of a lot expiring within ``days`` (none if ``days`` is 0): that
+        many days before its expiry, or at once if its points became available later than that.
+        An available lot became so by the member's business time, so the lot expiring first is
+        the first due."""
+        if days <= 0 or not self.notices:
+            return None
+        expires_at, seq, lot_id = self.notices[0]
+        assert isinstance(expires_at, datetime) and isinstance(lot_id, str)
+        when = max(expires_at - timedelta(days=days), self.lots[lot_id].available_at)
+        return when, DueKind.POINTS_EXPIRING, seq, lot_id
+
     def prune(self) -> None:
-        """Drop queued due times of lots that were emptied or moved on since they were queued."""
+        """Drop queued due times of lots that were emptied or moved on since they were queued,
+        and queued notices of lots no longer awaiting one."""
         heap = self.due
         while heap:
             when, kind, _, lot_id = heap[0]
             assert isinstance(lot_id, str)
             if self.lots[lot_id].due() == (when, kind):
-                return
+                break
             heapq.heappop(heap)
+        notices = self.notices
+        while notices and not self.lots[notices[0][2]].awaits_expiry_notice():
+            heapq.heappop(notices)
 
     def _queue(self, lot: Lot) -> None:
         due = lot.due()
         if due is not None:
             heapq.heappush(self.due, [due[0], due[1].value, lot.seq, lot.id])
+        if lot.awaits_expiry_notice():
+            heapq.heappush(self.notices, [lot.expires_at, lot.seq, lot.id])
 
     def _count(self, lot: Lot, points: int) -> None:
         if lot.status is LotStatus.PENDING:
@@ -245,3 +274,15 @@ class PointsExpired(MemberEvent):
     def change(self, member: Member) -> None:
         member.lots.expire(self.lot, self.points)
         member.expired += self.points
+
+
+class PointsExpiring(MemberEvent):
+    """A notice, not a change of points: the lot's remaining points expire soon."""
+
+    TOPIC = "domain.members:Member.PointsExpiring"
+    lot: str
+    points: int  # what the lot still held when the member was told
+    expires_at: datetime
+
+    def change(self, member: Member) -> None:
+        member.lots[self.lot].expiry_noticed = True

@@ -118,12 +118,14 @@ class Member(Aggregate):
     PersonalDataErased = personal.PersonalDataErased
     PointsBecameAvailable = lots.PointsBecameAvailable
     PointsExpired = lots.PointsExpired
+    PointsExpiring = lots.PointsExpiring
     TierUpgraded = tiers.TierUpgraded
     TierDowngraded = tiers.TierDowngraded
     TierRetained = tiers.TierRetained
     PurchaseRecorded = purchases.PurchaseRecorded
     PurchaseRefunded = purchases.PurchaseRefunded
     GuaranteeClaimed = purchases.GuaranteeClaimed
+    GuaranteeExpiring = purchases.GuaranteeExpiring
     PointsRedeemed = redemptions.PointsRedeemed
     RedemptionCancelled = redemptions.RedemptionCancelled
     ReferredBy = referrals.ReferredBy
@@ -164,6 +166,7 @@ class Member(Aggregate):
         self.standing = tiers.TierStanding(at)
         self.spend = tiers.SpendHistory()
         self.purchases: dict[str, Purchase] = {}
+        self.open_guarantees = purchases.OpenGuarantees()
         self.categories: list[str] = []
         self.last_purchase_at: datetime | None = None
         self.lots = PointLots()
@@ -517,16 +520,28 @@ class Member(Aggregate):
 
     # Time-driven changes.
 
-    def next_due_at(self) -> datetime | None:
-        found = due.next_due(self)
+    def next_due_at(self, terms: Terms) -> datetime | None:
+        """When the scheduler next has something to record: a change, or a notice ``terms``
+        ask for."""
+        found = due.next_due(self, terms.rules)
+        return found.when if found else None
+
+    def next_change_at(self) -> datetime | None:
+        """When what the member holds next changes with time alone (notices change nothing)."""
+        found = due.next_change(self)
         return found.when if found else None
 
     def record_due(self, until: datetime, terms: Terms, cause: Cause, recorded_at: datetime) -> int:
-        """Record, in time order, every lot maturing or expiring, tier review and referral reward
-        due by ``until``."""
+        """Record, in time order, every lot maturing or expiring, tier review, referral reward
+        and notice due by ``until``."""
         return due.record(self, until, terms, cause, recorded_at)
 
     # State helpers used by the events' change methods (so they run on replay too).
+
+    def prune_due(self) -> None:
+        """After every event: what is queued to fall due is what still will."""
+        self.lots.prune()
+        self.open_guarantees.prune(self.purchases, self.business_time)
 
     def award(self, lot_id: str, points: int, available_at: datetime, expires_at: datetime) -> None:
         """Newly earned points: a pending lot, counted in lifetime_earned."""
@@ -563,8 +578,9 @@ class Member(Aggregate):
         return [p for purchase in self.purchases.values() if (p := purchase.promise()) is not None]
 
     def projected(self, at: datetime, terms: Terms) -> Member:
-        """This member as it will be at ``at`` once due changes are recorded; self is untouched."""
-        due = self.next_due_at()
+        """This member as it will be at ``at`` once due changes are recorded; self is untouched
+        (and is the answer when only notices are due: they change nothing it holds)."""
+        due = self.next_change_at()
         if due is None or due > at:
             return self
         future = copy.deepcopy(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -121,6 +122,7 @@ class Purchase:
     clawed: int = 0
     refunds: dict[str, Refund] = field(default_factory=dict)
     claim: Claim | None = None
+    guarantee_noticed: bool = False  # the member was told the window closes soon: once
 
     @property
     def lot_id(self) -> str:
@@ -149,6 +151,14 @@ class Purchase:
             payout=None if self.claim is None else self.claim.payout,
         )
 
+    def awaits_guarantee_notice(self, now: datetime) -> bool:
+        """Its guarantee is still open at ``now`` (not claimed, not refunded in full, the window
+        not closed) and the member was not yet told it closes soon."""
+        terms = self.guarantee
+        if terms is None or self.guarantee_noticed or self.claim is not None:
+            return False
+        return self.refundable > 0 and now < terms.expires_at
+
     @property
     def earned(self) -> int:
         return self.points + self.bonus
@@ -174,6 +184,38 @@ class Purchase:
     def with_refund_tier(self, refund_id: str, tier: str) -> Purchase:
         refund = replace(self.refunds[refund_id], tier_after=tier)
         return replace(self, refunds={**self.refunds, refund_id: refund})
+
+
+class OpenGuarantees:
+    """The guarantees that may still need a notice, closing first on top: [closes_at, seq, order
+    id]. The notice days are a program rule, so guarantees are queued by when they close."""
+
+    def __init__(self) -> None:
+        self.queue: list[list[Any]] = []
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    def add(self, purchase: Purchase) -> None:
+        assert purchase.guarantee is not None
+        heapq.heappush(self.queue, [purchase.guarantee.expires_at, purchase.seq, purchase.order_id])
+
+    def next_notice(
+        self, purchases: dict[str, Purchase], days: int
+    ) -> tuple[datetime, int, str] | None:
+        """The earliest notice of a window closing within ``days`` (none if ``days`` is 0): that
+        many days before, or at once if the purchase was later than that."""
+        if days <= 0 or not self.queue:
+            return None
+        closes_at, seq, order_id = self.queue[0]
+        assert isinstance(closes_at, datetime) and isinstance(order_id, str)
+        return max(closes_at - timedelta(days=days), purchases[order_id].at), seq, order_id
+
+    def prune(self, purchases: dict[str, Purchase], now: datetime) -> None:
+        """Drop guarantees with nothing left to tell: told, claimed, refunded in full or closed."""
+        queue = self.queue
+        while queue and not purchases[queue[0][2]].awaits_guarantee_notice(now):
+            heapq.heappop(queue)
 
 
 def purchase_lot(order_id: str) -> str:
@@ -242,6 +284,8 @@ class PurchaseRecorded(MemberEvent):
         member.last_purchase_at = self.at
         if purchase.earned > 0:
             member.award(purchase.lot_id, purchase.earned, self.available_at, self.expires_at)
+        if purchase.guarantee is not None:
+            member.open_guarantees.add(purchase)
 
 
 class PurchaseRefunded(MemberEvent):
@@ -315,3 +359,17 @@ class GuaranteeClaimed(MemberEvent):
             tier_after=refund.tier_after,
         )
         member.purchases[self.order_id] = replace(purchase, claim=claim)
+
+
+class GuaranteeExpiring(MemberEvent):
+    """A notice, not a change of money or points: the guarantee's window closes soon."""
+
+    TOPIC = "domain.members:Member.GuaranteeExpiring"
+
+    order_id: str
+    policy: str
+    closes_at: datetime
+
+    def change(self, member: Member) -> None:
+        purchase = member.purchases[self.order_id]
+        member.purchases[self.order_id] = replace(purchase, guarantee_noticed=True)

@@ -95,6 +95,8 @@ class RedemptionCancelled(MemberEvent):
         for part in self.returned:
             lot_id = returned_lot(self.redemption_id, lots.resolve(part["from_lot"]))
             lot = lots.add(lot_id, part["points"], LotStatus.AVAILABLE, self.at, part["expires_at"])
+            # Points the member was told of already come back told: one notice per lot's points.
+            lot.expiry_noticed = lots[part["from_lot"]].expiry_noticed
             lots.settle_debt(lot)
             if lot.expires_at <= self.at:
                 expiring += lot.remaining

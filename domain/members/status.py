@@ -142,14 +142,15 @@ def changes_at(member: Member, at: datetime, rules: ProgramRules) -> datetime | 
     if it never will.
 
     A read model stores the status of ``at`` with this instant, and serves it until then. The
-    status moves with time only through: changes falling due (lots, reviews, referral rewards),
-    the lifecycle stage's idle thresholds, and purchases leaving the trailing tier window (no
-    purchase takes effect after the member's business time, so none enters it).
+    status moves with time only through: changes falling due (lots, reviews, referral rewards;
+    not notices, which change nothing it shows), the lifecycle stage's idle thresholds, and
+    purchases leaving the trailing tier window (no purchase takes effect after the member's
+    business time, so none enters it).
     """
     candidates: list[datetime] = []
     if member.business_time > at:
         candidates.append(member.business_time)
-    due = member.next_due_at()
+    due = member.next_change_at()
     if due is not None:
         candidates.append(due)
     if member.purchases and member.last_purchase_at is not None:

@@ -276,6 +276,7 @@ def program_defaults(world: World) -> None:
     assert guarantees["trial-90"] == 90
     rewards = {r["id"]: r["points"] for r in rules["rewards"]}
     assert rewards == {"coffee": 500, "voucher-10": 1000, "free-shipping": 300}
+    assert rules["notices"] == {"expiry_notice_days": 30, "guarantee_notice_days": 7}
 
 
 @given(step("it is {moment:instant}"))
@@ -715,6 +716,18 @@ def publish_program(world: World, caller: str, tier: str, multiplier: str) -> No
     world.call("PUT", "/v1/program", caller, rules)
 
 
+@when(
+    step(
+        "the {caller:caller} publishes a program version in which members are told "
+        "{days:d} days before their points expire"
+    )
+)
+def publish_expiry_notice_days(world: World, caller: str, days: int) -> None:
+    rules = world.program()["rules"]
+    rules["notices"]["expiry_notice_days"] = days
+    world.call("PUT", "/v1/program", caller, rules)
+
+
 @then(step("the program in force is version {version:d}"))
 def program_version(world: World, version: int) -> None:
     assert world.program()["version"] == version
@@ -880,6 +893,41 @@ def recorded_in_order(world: World, earlier: str, later: str, member_id: str) ->
     kinds = [event["type"] for event in world.events(member_id)]
     assert earlier in kinds and later in kinds, kinds
     assert kinds.index(earlier) < kinds.index(later), kinds
+
+
+@then(
+    step(
+        '"{member_id:q}" was told on "{at:q}" that {points:d} points of the "{order_id:q}" lot '
+        'expire at "{expires_at:q}"'
+    )
+)
+def told_points_expire(
+    world: World, member_id: str, at: str, points: int, order_id: str, expires_at: str
+) -> None:
+    told = [
+        (instant(e["occurred_at"]), e["data"]["points"], e["data"]["lot"], e["data"]["expires_at"])
+        for e in world.events(member_id)
+        if e["type"] == "PointsExpiring"
+    ]
+    assert told == [(instant(at), points, f"purchase:{order_id}", expires_at)], told
+
+
+@then(
+    step(
+        '"{member_id:q}" was told on "{at:q}" that the "{policy:q}" guarantee of order '
+        '"{order_id:q}" closes at "{closes_at:q}"'
+    )
+)
+def told_guarantee_closes(
+    world: World, member_id: str, at: str, policy: str, order_id: str, closes_at: str
+) -> None:
+    told = [
+        (instant(e["occurred_at"]), e["data"]["policy"], e["data"]["order_id"])
+        + (e["data"]["closes_at"],)
+        for e in world.events(member_id)
+        if e["type"] == "GuaranteeExpiring"
+    ]
+    assert told == [(instant(at), policy, order_id, closes_at)], told
 
 
 @then(step('the ledger recorded these changes for "{member_id:q}", in this order:'))

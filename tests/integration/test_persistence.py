@@ -63,6 +63,7 @@ def test_a_purchase_refund_redemption_round_trip_reloads_in_a_fresh_ledger(
         "PurchaseRecorded",
         "TierUpgraded",
         "PointsBecameAvailable",
+        "GuaranteeExpiring",  # day 33: o-2's window closes on day 40
         "PointsBecameAvailable",
         "PointsRedeemed",
         "PointsRedeemed",

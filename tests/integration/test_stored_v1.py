@@ -9,7 +9,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterator
 from contextlib import closing, suppress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,21 @@ def test_the_fixture_holds_every_member_event_in_its_old_form(recorded: dict[str
     assert recorded["snapshots"] and all(
         row["topic"] == "eventsourcing.domain:Snapshot" for row in recorded["snapshots"]
     )
+
+
+def test_a_program_stored_before_notices_reads_with_the_default_notice_days(
+    ledger: Ledger, recorded: dict[str, Any]
+) -> None:
+    published = [row["state"] for row in recorded["events"] if row["topic"].endswith("Published")]
+    assert len(published) == 2 and all("notices" not in state["rules"] for state in published)
+    first = ledger.program_at(datetime(2024, 1, 2, tzinfo=UTC))
+    assert first.version == 1
+    for rules in (ledger.program().rules, first.rules):
+        assert (rules.expiry_notice_days, rules.guarantee_notice_days) == (30, 7)
+    assert ledger.program().rules.to_dict()["notices"] == {
+        "expiry_notice_days": 30,
+        "guarantee_notice_days": 7,
+    }
 
 
 def test_statuses_read_as_before(ledger: Ledger, recorded: dict[str, Any]) -> None:
