@@ -121,7 +121,7 @@ TYPES: tuple[PublicType, ...] = (
     PublicType(
         "guarantee.expiring",
         "GuaranteeExpiring",
-        ("order_id", "closes_at"),
+        ("order_id", "policy", "closes_at"),
         "a notice: a guarantee window closes within the program's notice days (default 7)",
     ),
     PublicType(

@@ -79,6 +79,8 @@ API_CONTRACT = {
     "unknown-key": (404, "Unknown key"),
     "last-admin-key": (409, "Last admin key"),
     "unknown-verification": (404, "Unknown verification"),
+    "unknown-webhook": (404, "Unknown webhook"),
+    "webhook-disabled": (409, "Webhook disabled"),
 }
 
 
