@@ -267,14 +267,16 @@ class Vault:
     def held(self, member_id: str) -> bool:
         return self._data_key(member_id, create=False) is not None
 
-    def erase(self, member_id: str) -> bool:
+    def erase(self, member_id: str, wait: bool = True) -> bool:
         """Destroy the member's data key; False if there was none (erased before, or never).
 
         It returns once no process can hold the key in memory any more: every process looks at
-        the erasure generation within ``POLL_SECONDS`` of a read, and this waits twice that."""
+        the erasure generation within ``POLL_SECONDS`` of a read, and this waits twice that
+        (``wait=False``: at once, for a key whose holders stop using it anyway, such as a
+        removed webhook subscription's)."""
         deleted = self._keys.delete(member_id)
         self._cache.forget(member_id)
-        if deleted:
+        if deleted and wait:
             time.sleep(ERASE_WAIT_SECONDS)
         return deleted
 

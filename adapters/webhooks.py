@@ -19,6 +19,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from adapters.vault import Vault
 from adapters.webhook_http import new_secret
 from adapters.webhook_outbox import Outbox
 from adapters.webhook_urls import check_url
@@ -177,9 +178,10 @@ class Webhooks:
 
     def remove(self, endpoint_id: str, cause: Cause) -> Subscription:
         subscription = self._update(endpoint_id, lambda s, now: s.remove(cause, now))
-        erase = getattr(self.ledger.sealer, "erase", None)
-        if erase is not None:
-            erase(key_name(endpoint_id))  # its secrets can never be read again
+        if isinstance(self.ledger.sealer, Vault):
+            # Its secrets can never be read again; no wait for other processes to forget the
+            # key, since they stop signing for a removed subscription anyway.
+            self.ledger.sealer.erase(key_name(endpoint_id), wait=False)
         self.forget(endpoint_id)
         return subscription
 

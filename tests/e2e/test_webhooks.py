@@ -179,3 +179,25 @@ def test_one_dispatcher_holds_the_lease_at_a_time(hooks: Hooks) -> None:
     assert not outbox.take_lease("first", 5.0, 1011.0)
     outbox.release_lease("second")
     assert outbox.take_lease("first", 5.0, 1012.0)  # released: at once
+
+
+def test_an_endpoint_failing_every_delivery_for_5_days_is_disabled(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    made = hooks.subscribe(receiver.url, ["member.enrolled"])
+    receiver.always(Reply(500))
+    hooks.server.enrol("m-1")
+    hooks.run(receiver, expect=1)
+    for wait in (6, 330, 1_980, 7_920, 19_800, 39_600, 55_440, 79_200, 95_040):
+        hooks.later(wait)  # each retry of the schedule, and a tenth more (the jitter)
+        hooks.run(receiver, expect=len(receiver.received) + 1)
+    assert len(receiver.received) == 10  # the first attempt and nine retries, then no more
+    listed = hooks.server.call("GET", f"/v1/webhooks/{made['id']}/deliveries", "auditor").json
+    assert [d["state"] for d in listed["items"]] == ["failed"]
+    assert hooks.server.call("GET", f"/v1/webhooks/{made['id']}").json["enabled"] is True
+    hooks.later(5 * 86_400 - sum((6, 330, 1_980, 7_920, 19_800, 39_600, 55_440, 79_200, 95_040)))
+    hooks.server.enrol("m-2")  # fails too, five days after the first failure
+    hooks.run(receiver, expect=11)
+    found = hooks.server.call("GET", f"/v1/webhooks/{made['id']}").json
+    assert found["enabled"] is False
+    assert "every delivery failed since" in found["disabled_reason"]
