@@ -25,15 +25,24 @@ def cpu_seconds(result: dict[str, Any], cores: str) -> float:
 
 
 def load_phase(
-    args: argparse.Namespace, server: Server, key: str, run_id: str, url: str
+    args: argparse.Namespace,
+    server: Server,
+    key: str,
+    run_id: str,
+    url: str,
+    again: str = "",
 ) -> dict[str, Any]:
+    """``again``: a tag of a later load over the members of ``run_id``, enrolled before (its
+    orders are new ones)."""
     members = [f"bench-{run_id}-m{i}" for i in range(args.members)]
-    seconds = enrol(server.port, key, members, args.clients)
-    log(f"enrolled {len(members)} members in {seconds:.1f} s")
+    seconds = 0.0
+    if not again:
+        seconds = enrol(server.port, key, members, args.clients)
+        log(f"enrolled {len(members)} members in {seconds:.1f} s")
     common = {"port": server.port, "key": key, "member_ids": members, "warmup": args.warmup,
               "duration": args.duration}  # fmt: skip
     jobs = [
-        ("load", {**common, "seed": i, "order_prefix": f"{run_id}-L{i}"})
+        ("load", {**common, "seed": i, "order_prefix": f"{run_id}{again}-L{i}"})
         for i in range(args.clients)
     ]
     jobs.append(("status", {**common, "seed": 10_000, "rate": args.status_rate}))

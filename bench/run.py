@@ -115,7 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run `daifuku project` during the load; measure its lag behind writers")  # fmt: skip
     add("--webhooks", action=argparse.BooleanOptionalAction, default=True,
         help="the load again with `daifuku webhooks` delivering every event to a receiver, "
-             "then once more without (A-B-A against the load phase)")  # fmt: skip
+             "then without, --webhook-rounds times (A-B-A-B-A with the load phase)")  # fmt: skip
+    add("--webhook-rounds", type=int, default=2,
+        help="loads with webhooks, each then one without (after the load phase)")  # fmt: skip
     add("--lag-interval", type=float, default=0.05, help="seconds between lag samples")
     add("--worker-poll", type=float, default=0.2, help="`daifuku project --poll` (idle seconds)")
     add("--replay-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -143,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients",
-                 "bulk_clients", "raw_scan_page", "scale_calls"):  # fmt: skip
+                 "bulk_clients", "raw_scan_page", "scale_calls", "webhook_rounds"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.import_members < 1 or args.import_records < args.import_members:
@@ -310,6 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory_clients": args.memory_clients,
         "worker_lag": args.worker_lag,
         "webhooks": args.webhooks,
+        "webhook_rounds": args.webhook_rounds,
         "lag_interval_s": args.lag_interval,
         "worker_poll_s": args.worker_poll,
         "replay_phase": args.replay_phase,

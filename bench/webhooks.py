@@ -2,10 +2,12 @@
 receiver on loopback while the purchase clients run.
 
 Two figures. The delivery lag: from an event's recording (its message's ``recorded_at``) to
-its arrival at the receiver, p99 over the measured window. And purchases/s with the
-dispatcher running over purchases/s without it, measured in the same run as A-B-A: the load
-phase before it (A), this load (B), then the same load once more without webhooks (A), so the
-machine's drift over the run falls on both sides of the comparison.
+its arrival at the receiver, p99 over the measured windows. And purchases/s with the
+dispatcher running over purchases/s without it, measured interleaved in the same run: the load
+phase before it (A), then ``--webhook-rounds`` times this load (B) and the same load without
+webhooks (A), all over the same members: A-B-A-B-A by default, so the machine's drift over the
+run falls on both sides of the comparison (one A-B-A gave 0.75 and 0.92 in two runs of one
+afternoon).
 """
 
 from __future__ import annotations
@@ -123,15 +125,81 @@ def webhook_phase(
     url: str,
     before: float,
 ) -> dict[str, Any]:
-    """``before``: purchases/s of the load phase just run without webhooks."""
+    """``before``: purchases/s of the load phase just run without webhooks (over the members
+    of ``run_id``, which every load here posts to again). Then ``--webhook-rounds`` times: the
+    load with the dispatcher (B), the load without it (A)."""
     events = events_table(url)
     receiver = ReceiverProcess()
     admin = Client(server.port, admin_key)
+    with_hooks: list[float] = []
+    without = [before]
+    windows: list[tuple[float, float]] = []
+    dispatcher_seconds = receiver_seconds = 0.0
+    drained: list[float] = []
+    codes: list[int | None] = []
+    try:
+        for round_ in range(args.webhook_rounds):
+            found = _round(args, server, admin, receiver, key, run_id, url, events, round_)
+            with_hooks.append(found["purchases_per_s"])
+            windows.append(found["window"])
+            dispatcher_seconds += found["dispatcher_seconds"]
+            receiver_seconds += found["receiver_seconds"]
+            drained.append(found["drained"])
+            codes.append(found["code"])
+            log(f"  with webhooks {found['purchases_per_s']} purchases/s; drained "
+                f"{found['drained']:.2f} s after the load")  # fmt: skip
+            again = load_phase(args, server, key, run_id, url, again=f"a{round_}")
+            without.append(again["purchases_per_s"])
+            log(f"  without {again['purchases_per_s']} purchases/s")
+    finally:
+        received = receiver.stop()
+    timed = _lags(received)
+    lags = []
+    for start, end in windows:  # each round's messages, after its load's warm-up
+        inside = [(recorded, lag) for recorded, lag in timed if start <= recorded <= end]
+        first = min((recorded for recorded, _ in inside), default=start)
+        lags.extend(lag for recorded, lag in inside if recorded >= first + args.warmup)
+    delivered = sum(1 for recorded, _ in timed if any(s <= recorded <= e for s, e in windows))
+    mean_with = sum(with_hooks) / len(with_hooks)
+    mean_without = sum(without) / len(without)
+    return {
+        "webhook_purchases_per_s": round(mean_with, 1),
+        "webhook_rounds_purchases_per_s": with_hooks,
+        "webhook_anchor_purchases_per_s": without,
+        "webhook_purchases_ratio": round(mean_with / mean_without, 3),
+        "webhook_messages": delivered,
+        "webhook_duplicates": len(received) - len({row[0] for row in received}),
+        "webhook_delivery_lag_p50_s": round(percentile(lags, 50), 3),
+        "webhook_delivery_lag_p99_s": round(percentile(lags, 99), 3),
+        "webhook_delivery_lag_max_s": round(max(lags, default=float("nan")), 3),
+        "webhook_drained_after_load_s": max(drained, default=float("nan")),
+        "webhook_dispatcher_cpu_ms_per_message": round(
+            1000 * dispatcher_seconds / max(delivered, 1), 3
+        ),
+        "webhook_receiver_cpu_ms_per_message": round(
+            1000 * receiver_seconds / max(delivered, 1), 3
+        ),
+        "webhook_dispatcher_exit_codes": codes,
+    }
+
+
+def _round(
+    args: argparse.Namespace,
+    server: Server,
+    admin: Client,
+    receiver: ReceiverProcess,
+    key: str,
+    run_id: str,
+    url: str,
+    events: str,
+    round_: int,
+) -> dict[str, Any]:
+    """One load with webhooks: a new subscription and a dispatcher of its own, stopped and
+    removed after, so that the loads without webhooks run without either."""
     status, body = admin.call(
         "POST", "/v1/webhooks", {"url": receiver.url, "types": ["*"], "description": "bench"}
     )
     if status != 201:
-        receiver.stop()
         raise BenchError(f"subscribing the receiver answered {status}: {body[:300]!r}")
     webhook_id = json.loads(body)["id"]
     dispatcher = DispatcherProcess(url)
@@ -142,50 +210,32 @@ def webhook_phase(
             f"receiver at {receiver.url}")  # fmt: skip
         ticks = cpu_ticks([dispatcher.process.pid])
         receiver_ticks = cpu_ticks([receiver.process.pid])
-        load_started = time.time()
-        with_hooks = load_phase(args, server, key, f"{run_id}w", url)
+        started = time.time()
+        loaded = load_phase(args, server, key, run_id, url, again=f"w{round_}")
+        ended = time.time()
         drained = _wait_drained(url, events, dispatcher, timeout=300)
         dispatcher_seconds = (cpu_ticks([dispatcher.process.pid]) - ticks) / hz
         receiver_seconds = (cpu_ticks([receiver.process.pid]) - receiver_ticks) / hz
     finally:
         code = dispatcher.stop()
         admin.call("DELETE", f"/v1/webhooks/{webhook_id}")
-        received = receiver.stop()
     if code not in (0, None):
         log(f"WARNING: `daifuku webhooks` exited with {code}:\n{dispatcher.log_tail()}")
     dispatcher.log_path.unlink(missing_ok=True)
-    log(f"  with webhooks {with_hooks['purchases_per_s']} purchases/s; delivered "
-        f"{len(received)} messages, drained {drained:.2f} s after the load")  # fmt: skip
-    after = load_phase(args, server, key, f"{run_id}a", url)["purchases_per_s"]
-    lags = _lags(received, load_started, args.warmup)
-    delivered = len({row[0] for row in received if float(row[5]) >= load_started})
-    anchor = (before + after) / 2
     return {
-        "webhook_purchases_per_s": with_hooks["purchases_per_s"],
-        "webhook_anchor_purchases_per_s": [before, after],
-        "webhook_purchases_ratio": round(with_hooks["purchases_per_s"] / anchor, 3),
-        "webhook_messages": delivered,
-        "webhook_duplicates": len(received) - len({row[0] for row in received}),
-        "webhook_delivery_lag_p50_s": round(percentile(lags, 50), 3),
-        "webhook_delivery_lag_p99_s": round(percentile(lags, 99), 3),
-        "webhook_delivery_lag_max_s": round(max(lags, default=float("nan")), 3),
-        "webhook_drained_after_load_s": round(drained, 2),
-        "webhook_dispatcher_cpu_ms_per_message": round(
-            1000 * dispatcher_seconds / max(delivered, 1), 3
-        ),
-        "webhook_receiver_cpu_ms_per_message": round(
-            1000 * receiver_seconds / max(delivered, 1), 3
-        ),
-        "webhook_dispatcher_exit_code": code,
+        "purchases_per_s": loaded["purchases_per_s"],
+        "window": (started, ended),
+        "drained": round(drained, 2),
+        "dispatcher_seconds": dispatcher_seconds,
+        "receiver_seconds": receiver_seconds,
+        "code": code,
     }
 
 
-def _lags(received: list[list[Any]], load_started: float, warmup: float) -> list[float]:
-    """Seconds from recording to arrival of the messages of the load's events recorded after
-    its warm-up (enrolments included: they are events too)."""
-    lags = []
+def _lags(received: list[list[Any]]) -> list[tuple[float, float]]:
+    """(recorded at, seconds from recording to arrival) of each message received."""
+    found = []
     for _id, _type, _member, _position, recorded_at, received_at in received:
         recorded = datetime.fromisoformat(recorded_at).timestamp()
-        if recorded >= load_started + warmup:
-            lags.append(float(received_at) - recorded)
-    return lags
+        found.append((recorded, float(received_at) - recorded))
+    return found
