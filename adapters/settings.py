@@ -123,6 +123,7 @@ class Settings:
         "DAIFUKU_RUN_SCHEDULER",
         "DAIFUKU_LOG_FORMAT",
         "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE",
+        "DAIFUKU_WEBHOOKS_RETENTION_DAYS",
     )
 
     database: Database
@@ -140,6 +141,7 @@ class Settings:
     log_format: str = "plain"  # or "json": one JSON object a line (api/logs.py)
     # Webhook endpoints over plain http and on loopback or private addresses (development).
     webhooks_allow_private: bool = False
+    webhooks_retention_days: int = 30  # finished deliveries and their attempts are kept this long
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +159,7 @@ class Settings:
             master_key=_master_key(env, "DAIFUKU_MASTER_KEY"),
             log_format=_choice(env, "DAIFUKU_LOG_FORMAT", ("plain", "json")),
             webhooks_allow_private=_switch(env, "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE"),
+            webhooks_retention_days=_positive_int(env, "DAIFUKU_WEBHOOKS_RETENTION_DAYS", 30),
         )
 
 

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -67,6 +67,10 @@ LEASE_SECONDS = 5.0
 LEASE_RENEW_SECONDS = 1.0
 GATHER_SECONDS = 0.005  # after an attempt ends, how long to wait for others to record together
 POLL_SECONDS = 0.1  # between looks at the log once caught up (the delivery lag's share)
+RETENTION_DAYS = 30  # finished deliveries and their attempts are kept this long
+PRUNE_EVERY_SECONDS = 3_600.0
+PRUNE_PAGE = 5_000  # deliveries forgotten a transaction
+PRUNE_MOST = 50_000  # a pass, before the dispatcher goes back to its work
 GIVE_UP_ENDPOINT_SECONDS = 5 * 86_400.0  # an endpoint failing this long is disabled
 SUBSCRIPTION_TOPICS = {
     get_topic(cls): cls
@@ -403,11 +407,27 @@ class Deliverer:
         )
 
 
+def prune(webhooks: Webhooks, retention_days: int, now: datetime, most: int = PRUNE_MOST) -> int:
+    """Forget the finished deliveries (and attempts) of events recorded more than
+    ``retention_days`` before ``now``, at most ``most``; how many. A replay from before then
+    queues them again."""
+    before = webhooks.position_before(now - timedelta(days=retention_days)) + 1
+    pruned = 0
+    for endpoint_id in webhooks.outbox.endpoint_ids_all():
+        while pruned < most:
+            done = webhooks.outbox.prune(endpoint_id, before, min(PRUNE_PAGE, most - pruned))
+            pruned += done
+            if done < PRUNE_PAGE:
+                break
+    return pruned
+
+
 def open_webhook_thread(
     ledger: Ledger,
     database: Database,
     allow_private: bool,
     observe: Callable[[Outcome, float], None] | None = None,
+    retention_days: int = RETENTION_DAYS,
 ) -> WebhookThread:
     """The dispatcher of the database ``ledger`` is on, with an outbox of its own (closed
     with the thread by ``stop``); not yet started."""
@@ -419,6 +439,7 @@ def open_webhook_thread(
         Sender(allow_private=allow_private),
         observe=observe,
         owns_outbox=True,
+        retention_days=retention_days,
     )
 
 
@@ -437,7 +458,9 @@ class WebhookThread(BackgroundLoop):
         poll_seconds: float = POLL_SECONDS,
         observe: Callable[[Outcome, float], None] | None = None,
         owns_outbox: bool = False,
+        retention_days: int = RETENTION_DAYS,
     ) -> None:
+        self.retention_days = retention_days
         self.ledger = ledger
         self.outbox = outbox
         self.owns_outbox = owns_outbox
@@ -454,6 +477,7 @@ class WebhookThread(BackgroundLoop):
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         renewed = 0.0
         next_look = 0.0  # when the dispatcher reads the log next
+        next_prune = time.monotonic() + 60.0  # first, once the dispatcher has caught up
         try:
             while not self._stopping.is_set():
                 try:
@@ -475,6 +499,11 @@ class WebhookThread(BackgroundLoop):
                         if not behind:  # caught up: read the log again in a poll's time
                             next_look = time.monotonic() + self.poll_seconds
                     deliverer.step()
+                    if time.monotonic() >= next_prune:
+                        pruned = prune(self.webhooks, self.retention_days, self.ledger.clock.now())
+                        # More left: again in a minute, between the dispatcher's own work.
+                        wait = 60.0 if pruned >= PRUNE_MOST else PRUNE_EVERY_SECONDS
+                        next_prune = time.monotonic() + wait
                 except Exception:
                     log.exception("webhook pass failed; trying again from the outbox")
                     self.dispatcher = None  # start again from the recorded position

@@ -454,6 +454,32 @@ class Outbox(TrackingRecorder):
         )
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
+    # Retention.
+
+    def prune(self, endpoint_id: str, before: int, limit: int) -> int:
+        """Forget up to ``limit`` of an endpoint's finished deliveries (delivered, failed or
+        cancelled) of events before position ``before``, with their attempts; how many."""
+        with self.db.transaction() as t:
+            keys = t.run(
+                "SELECT position FROM daifuku_webhook_deliveries WHERE endpoint_id = ? "
+                "AND position < ? AND state IN ('delivered', 'failed', 'cancelled') "
+                "ORDER BY position LIMIT ?",
+                (endpoint_id, before, limit),
+            )
+            rows = [(endpoint_id, position) for (position,) in keys]
+            t.run_many(
+                "DELETE FROM daifuku_webhook_attempts WHERE endpoint_id = ? AND position = ?",
+                rows,
+            )
+            t.run_many(
+                "DELETE FROM daifuku_webhook_deliveries WHERE endpoint_id = ? AND position = ?",
+                rows,
+            )
+        return len(rows)
+
+    def endpoint_ids_all(self) -> list[str]:
+        return [str(r[0]) for r in self.db.run("SELECT endpoint_id FROM daifuku_webhook_endpoints")]
+
     # Reads for the API and the figures.
 
     def deliveries(

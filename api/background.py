@@ -53,6 +53,7 @@ class BackgroundWork(DirtyApp):
             settings.database,
             settings.webhooks_allow_private,
             observe=lambda o, now: metrics.webhook_attempted(o.state, o.recorded_at, now),
+            retention_days=settings.webhooks_retention_days,
         ).start()
         if settings.read_models == "views":
             self._views = open_member_status_view(ledger.env)

@@ -440,7 +440,12 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     ledger, keys, _ = bootstrap(settings)
     try:
-        worker = open_webhook_thread(ledger, settings.database, settings.webhooks_allow_private)
+        worker = open_webhook_thread(
+            ledger,
+            settings.database,
+            settings.webhooks_allow_private,
+            retention_days=settings.webhooks_retention_days,
+        )
         worker.poll_seconds = args.poll
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Delivering webhooks from {settings.database.describe()}; Ctrl-C stops.", flush=True)

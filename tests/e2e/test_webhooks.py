@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.settings import Settings
+from adapters.webhook_dispatch import prune
 from adapters.webhook_outbox import Outbox
 from adapters.webhooks import Webhooks, key_name
 from api.app import create_app
@@ -201,3 +202,30 @@ def test_an_endpoint_failing_every_delivery_for_5_days_is_disabled(
     found = hooks.server.call("GET", f"/v1/webhooks/{made['id']}").json
     assert found["enabled"] is False
     assert "every delivery failed since" in found["disabled_reason"]
+
+
+def test_finished_deliveries_are_forgotten_after_the_retention(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    made = hooks.subscribe(receiver.url, ["member.enrolled"])
+    hooks.server.enrol("m-1")
+    hooks.run(receiver, expect=1)
+    receiver.always(Reply(500))
+    hooks.server.enrol("m-2")  # fails: still waiting for a retry when the retention passes
+    hooks.run(receiver, expect=2)
+    path = f"/v1/webhooks/{made['id']}/deliveries"
+    assert len(hooks.server.call("GET", path, "auditor").json["items"]) == 2
+    hooks.later(29 * 86_400)
+    assert prune(hooks.webhooks, 30, hooks.server.clock.now()) == 0  # not yet
+    hooks.later(2 * 86_400)
+    assert prune(hooks.webhooks, 30, hooks.server.clock.now()) == 1
+    (kept,) = hooks.server.call("GET", path, "auditor").json["items"]
+    assert kept["member_id"] == "m-2" and kept["state"] == "pending"
+    receiver.always(Reply(200))
+    replayed = hooks.server.call(
+        "POST", f"/v1/webhooks/{made['id']}/replays", "admin", {"after": 0}
+    )
+    assert replayed.status_code == 202, replayed.json
+    hooks.run(receiver, expect=4)  # m-1 again (queued anew), m-2 at its retry
+    found = hooks.server.call("GET", path, "auditor").json["items"]
+    assert sorted(d["member_id"] for d in found) == ["m-1", "m-2"]
