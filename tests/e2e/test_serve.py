@@ -264,6 +264,9 @@ def test_one_log_line_per_request_without_keys_or_query(sqlite_url: str, log_for
 
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(sqlite_url: str) -> None:
     with serving(sqlite_url) as served:
+        # The background work starts beside the workers: stopping before it has started would
+        # test another thing (a loaded machine once took longer than this test's first request).
+        assert served.wait_for_log(lambda line: "background work started" in line)
         storefront = served.keys["storefront"]
         host, port = served.url.removeprefix("http://").split(":")
         body = json.dumps({"member_id": "late", "email": "late@example.com"}).encode()
