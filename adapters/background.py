@@ -24,6 +24,10 @@ class BackgroundLoop(ABC):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def request_stop(self) -> None:
+        """Tell the loop to end, without waiting for it (``stop`` waits)."""
+        self._stopping.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         if self._thread.is_alive():
