@@ -222,7 +222,6 @@ class Dispatcher:
         self.now = now
         self.projection = WebhookDispatch(outbox, now)
         self.position = outbox.max_tracking_id(NAME) or 0
-        self.queued = 0  # deliveries queued since it started
 
     def catch_up(self) -> int:
         """One page of the log; how many events it read."""
@@ -232,16 +231,24 @@ class Dispatcher:
         if not notifications:
             return 0
         mapper = self.ledger.mapper
+        # With no subscription to send to (a shop without webhooks), only the subscriptions'
+        # own events are read: member events are not decoded for nobody.
+        wanted = SUBSCRIPTION_TOPICS.keys() | (
+            BY_TOPIC.keys()
+            if any(not e.removed for e in self.projection.endpoints.values())
+            or any(n.topic in SUBSCRIPTION_TOPICS for n in notifications)
+            else set()
+        )
         batch: list[tuple[str, Any, Tracking]] = []
         for notification in notifications:
             topic = notification.topic
             tracking = Tracking(NAME, notification.id)
-            if topic in SUBSCRIPTION_TOPICS or topic in BY_TOPIC:
+            if topic in wanted:
                 batch.append((topic, mapper.to_domain_event(notification), tracking))
         last = Tracking(NAME, notifications[-1].id)
         if not batch or batch[-1][2].notification_id != last.notification_id:
             batch.append(("", None, last))  # no delivery: only the position moves on
-        self.queued += self.projection.process_batch(batch)
+        self.projection.process_batch(batch)
         self.position = last.notification_id
         return len(notifications)
 
@@ -272,10 +279,6 @@ class Dispatcher:
             self.outbox.requeue(replay, queued, to, self.now())
             read += len(notifications)
         return read
-
-    def lag(self) -> int:
-        """Events recorded that the dispatcher has not read yet."""
-        return max(0, (self.ledger.recorder.max_notification_id() or 0) - self.position)
 
 
 def next_attempt(tries: int, attempt: Attempt, now: float) -> float | None:
@@ -413,7 +416,7 @@ def prune(webhooks: Webhooks, retention_days: int, now: datetime, most: int = PR
     queues them again."""
     before = webhooks.position_before(now - timedelta(days=retention_days)) + 1
     pruned = 0
-    for endpoint_id in webhooks.outbox.endpoint_ids_all():
+    for endpoint_id in [e.endpoint_id for e in webhooks.outbox.endpoints()]:
         while pruned < most:
             done = webhooks.outbox.prune(endpoint_id, before, min(PRUNE_PAGE, most - pruned))
             pruned += done

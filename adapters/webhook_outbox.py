@@ -95,7 +95,7 @@ INSERT_DELIVERY = (
 REQUEUE_DELIVERY = (
     "INSERT INTO daifuku_webhook_deliveries (endpoint_id, position, member_id, type, "
     "message_id, body, recorded_at, queued_at, state, next_attempt_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (endpoint_id, position) DO UPDATE "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id, position) DO UPDATE "
     "SET state = 'pending', tries = 0, next_attempt_at = excluded.next_attempt_at "
     "WHERE daifuku_webhook_deliveries.state IN ('delivered', 'failed')"
 )
@@ -117,9 +117,6 @@ SELECT_DUE = (
     "SELECT 1 FROM daifuku_webhook_deliveries e WHERE e.state = 'pending' "
     "AND e.endpoint_id = d.endpoint_id AND e.member_id = d.member_id "
     "AND e.position < d.position) ORDER BY d.next_attempt_at, d.position LIMIT ?"
-)
-SELECT_NEXT_DUE = (
-    "SELECT min(next_attempt_at) FROM daifuku_webhook_deliveries WHERE state = 'pending'"
 )
 RECORD_ATTEMPT = (
     "INSERT INTO daifuku_webhook_attempts (endpoint_id, position, attempt, at, status, "
@@ -150,6 +147,21 @@ class Queued:
     body: str
     recorded_at: float
     state: str = PENDING  # or paused: its endpoint is disabled
+
+    def row(self, now: float) -> tuple[Any, ...]:
+        """The values of ``INSERT_DELIVERY`` and ``REQUEUE_DELIVERY``, queued and due ``now``."""
+        return (
+            self.endpoint_id,
+            self.position,
+            self.member_id,
+            self.type,
+            self.message_id,
+            self.body,
+            self.recorded_at,
+            now,
+            self.state,
+            now,
+        )
 
 
 @dataclass(frozen=True)
@@ -281,24 +293,7 @@ class Outbox(TrackingRecorder):
                     "next_attempt_at = ? WHERE endpoint_id = ? AND state = ?",
                     (after, at, endpoint_id, before),
                 )
-            t.run_many(
-                INSERT_DELIVERY,
-                [
-                    (
-                        q.endpoint_id,
-                        q.position,
-                        q.member_id,
-                        q.type,
-                        q.message_id,
-                        q.body,
-                        q.recorded_at,
-                        now,
-                        q.state,
-                        now,
-                    )
-                    for q in queued
-                ],
-            )
+            t.run_many(INSERT_DELIVERY, [q.row(now) for q in queued])
             t.run_many(
                 "INSERT INTO daifuku_webhook_replays (replay_id, endpoint_id, next_after, until, "
                 "requested_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (replay_id) DO NOTHING",
@@ -350,35 +345,12 @@ class Outbox(TrackingRecorder):
     def requeue(self, replay: Replay, queued: Sequence[Queued], to: int, now: float) -> None:
         """A step of ``replay``: queue ``queued`` again and move its position on to ``to``."""
         with self.db.transaction() as t:
-            t.run_many(
-                REQUEUE_DELIVERY,
-                [
-                    (
-                        q.endpoint_id,
-                        q.position,
-                        q.member_id,
-                        q.type,
-                        q.message_id,
-                        q.body,
-                        q.recorded_at,
-                        now,
-                        now,
-                    )
-                    for q in queued
-                ],
-            )
+            t.run_many(REQUEUE_DELIVERY, [q.row(now) for q in queued])
             t.run(
                 "UPDATE daifuku_webhook_replays SET next_after = ?, done_at = ? "
                 "WHERE replay_id = ?",
                 (to, now if to >= replay.until else None, replay.replay_id),
             )
-
-    def replay_state(self, replay_id: str) -> tuple[int, int, float | None] | None:
-        rows = self.db.run(
-            "SELECT next_after, until, done_at FROM daifuku_webhook_replays WHERE replay_id = ?",
-            (replay_id,),
-        )
-        return (int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
 
     # The deliverer's reads and writes.
 
@@ -387,10 +359,6 @@ class Outbox(TrackingRecorder):
             Due(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5]), int(r[6]), r[7])
             for r in self.db.run(SELECT_DUE, (now, limit))
         ]
-
-    def next_due_at(self) -> float | None:
-        rows = self.db.run(SELECT_NEXT_DUE)
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Attempts and what became of their deliveries, and each endpoint's failing streak."""
@@ -476,9 +444,6 @@ class Outbox(TrackingRecorder):
                 rows,
             )
         return len(rows)
-
-    def endpoint_ids_all(self) -> list[str]:
-        return [str(r[0]) for r in self.db.run("SELECT endpoint_id FROM daifuku_webhook_endpoints")]
 
     # Reads for the API and the figures.
 

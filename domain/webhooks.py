@@ -261,9 +261,6 @@ class Subscription(Aggregate):
         cause: str
         actor: dict[str, str] | None = field(default=None, kw_only=True)
 
-        def apply(self, aggregate: Any) -> None:
-            aggregate.replays.append(self.replay_id)
-
     class Removed(Aggregate.Event):
         cause: str
         actor: dict[str, str] | None = field(default=None, kw_only=True)
@@ -293,7 +290,6 @@ class Subscription(Aggregate):
         self.disabled_reason: str | None = None
         self.disabled_at: datetime | None = None
         self.removed = False
-        self.replays: list[str] = []
 
     @classmethod
     def subscribe(
