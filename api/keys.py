@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
 from adapters.keys import ApiKey, LastAdminKey, UnknownKey
+from api import cursors
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import backend
@@ -80,19 +79,13 @@ def _view(key: ApiKey) -> dict[str, Any]:
 
 
 def _cursor(key: ApiKey) -> str:
-    text = f"{key.created_at.isoformat()}{CURSOR_SEPARATOR}{key.key_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return cursors.encode(f"{key.created_at.isoformat()}{CURSOR_SEPARATOR}{key.key_id}")
 
 
 def _read_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    def parse(text: str) -> tuple[datetime, str] | None:
         created, separator, key_id = text.partition(CURSOR_SEPARATOR)
         after = datetime.fromisoformat(created)
-        if separator and key_id and after.tzinfo is not None:
-            return after, key_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise invalid("cursor", "is not a cursor this API handed out")
+        return (after, key_id) if separator and key_id and after.tzinfo is not None else None
+
+    return cursors.decode(cursor, parse) if cursor else None

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import timedelta
 from typing import Any
 
 from adapters.keys import mint_member_token
-from api import reads, representations
+from api import cursors, reads, representations
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import answer, backend, cause, ledger
-from api.problems import invalid
 from api.schemas import (
     EnrolmentRequest,
     EventsQuery,
@@ -146,18 +143,14 @@ def redeem(body: dict[str, Any], member_id: str) -> tuple[dict[str, Any], int]:
 
 
 def _cursor(version: int) -> str:
-    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{version}".encode()).decode().rstrip("=")
+    return cursors.encode(f"{CURSOR_PREFIX}{version}")
 
 
 def _read_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(CURSOR_PREFIX):
-            after = int(text.removeprefix(CURSOR_PREFIX))
-            if 0 <= after <= MAX_POSITION:
-                return after
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise invalid("cursor", "is not a cursor this API handed out")
+    def parse(text: str) -> int | None:
+        if not text.startswith(CURSOR_PREFIX):
+            return None
+        after = int(text.removeprefix(CURSOR_PREFIX))
+        return after if 0 <= after <= MAX_POSITION else None
+
+    return cursors.decode(cursor, parse) if cursor else 0

@@ -6,15 +6,15 @@ the secret shown when the subscription was made (or rotated).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from adapters.webhook_outbox import STATES
+from adapters.webhook_urls import MAX_URL_LENGTH
 from adapters.webhooks import UnknownWebhook, WebhookDisabled, WebhookRefused, Webhooks
+from api import cursors
 from api.auth import allow
 from api.blueprint import ApiBlueprint
 from api.context import backend, cause
@@ -31,29 +31,30 @@ blp = ApiBlueprint(
     "name, signed (Standard Webhooks) and at least once; the same event always has the same "
     "`webhook-id`. Types: " + ", ".join(TYPE_NAMES) + ".",
 )
-MAX_URL = 2048
-TYPES_FIELD = fields.List(
-    fields.String(validate=validate.Length(min=1, max=64)),
-    validate=validate.Length(max=len(TYPE_NAMES)),
-    metadata={"description": f'event types, or ["{WILDCARD}"] for all: ' + ", ".join(TYPE_NAMES)},
-)
+
+
+def types_field(**kwargs: Any) -> fields.List[Any]:
+    """A subscription's types (checked against the table by ``check_types``)."""
+    return fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        validate=validate.Length(max=len(TYPE_NAMES)),
+        metadata={
+            "description": f'event types, or ["{WILDCARD}"] for all: ' + ", ".join(TYPE_NAMES)
+        },
+        **kwargs,
+    )
 
 
 class WebhookRequest(StrictBody):
     url = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=MAX_URL),
+        validate=validate.Length(min=1, max=MAX_URL_LENGTH),
         metadata={
             "description": "https:// (http and private addresses only when the server "
             "allows them: DAIFUKU_WEBHOOKS_ALLOW_PRIVATE=1)"
         },
     )
-    types = fields.List(
-        fields.String(validate=validate.Length(min=1, max=64)),
-        required=True,
-        validate=validate.Length(max=len(TYPE_NAMES)),
-        metadata=TYPES_FIELD.metadata,
-    )
+    types = types_field(required=True)
     description = fields.String(allow_none=True, validate=validate.Length(max=500))
     include_imports = fields.Boolean(
         load_default=False,
@@ -62,12 +63,8 @@ class WebhookRequest(StrictBody):
 
 
 class WebhookChange(StrictBody):
-    url = fields.String(validate=validate.Length(min=1, max=MAX_URL))
-    types = fields.List(
-        fields.String(validate=validate.Length(min=1, max=64)),
-        validate=validate.Length(max=len(TYPE_NAMES)),
-        metadata=TYPES_FIELD.metadata,
-    )
+    url = fields.String(validate=validate.Length(min=1, max=MAX_URL_LENGTH))
+    types = types_field()
     description = fields.String(allow_none=True, validate=validate.Length(max=500))
     include_imports = fields.Boolean()
     enabled = fields.Boolean(
@@ -347,18 +344,12 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cursor(created_at: float, endpoint_id: str) -> str:
-    text = f"{created_at!r}|{endpoint_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return cursors.encode(f"{created_at!r}|{endpoint_id}")
 
 
 def _read_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if not cursor:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    def parse(text: str) -> tuple[float, str] | None:
         created, separator, endpoint_id = text.partition("|")
-        if separator and endpoint_id:
-            return float(created), endpoint_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise invalid("cursor", "is not a cursor this API handed out")
+        return (float(created), endpoint_id) if separator and endpoint_id else None
+
+    return cursors.decode(cursor, parse) if cursor else None
