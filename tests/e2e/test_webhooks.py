@@ -18,6 +18,7 @@ from adapters.webhooks import Webhooks, key_name
 from api.app import create_app
 from api.bootstrap import bootstrap
 from domain.clock import FixedClock
+from tests.e2e.assertions import assert_invalid, assert_problem
 from tests.e2e.conftest import KEY_ROLES, START, Server
 from tests.receiver import Receiver, Reply
 from tests.scrapes import value
@@ -229,3 +230,70 @@ def test_finished_deliveries_are_forgotten_after_the_retention(
     hooks.run(receiver, expect=4)  # m-1 again (queued anew), m-2 at its retry
     found = hooks.server.call("GET", path, "auditor").json["items"]
     assert sorted(d["member_id"] for d in found) == ["m-1", "m-2"]
+
+
+UNKNOWN = "0b7c9d3e-5f1a-4c2b-9e8d-7a6b5c4d3e2f"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "as_"),
+    [
+        ("GET", f"/v1/webhooks/{UNKNOWN}", None, "admin"),
+        ("PATCH", f"/v1/webhooks/{UNKNOWN}", {"enabled": False}, "admin"),
+        ("DELETE", f"/v1/webhooks/{UNKNOWN}", None, "admin"),
+        ("GET", f"/v1/webhooks/{UNKNOWN}/deliveries", None, "auditor"),
+        ("POST", f"/v1/webhooks/{UNKNOWN}/replays", {"after": 0}, "admin"),
+        ("GET", "/v1/webhooks/not-a-uuid", None, "admin"),
+    ],
+)
+def test_an_unknown_subscription_is_a_404_everywhere(
+    hooks: Hooks, method: str, path: str, body: Any, as_: str
+) -> None:
+    found = assert_problem(hooks.server.call(method, path, as_, body), 404)
+    assert found["type"].endswith("/unknown-webhook")
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body", "field"),
+    [
+        ("PATCH", "", {"url": "ftp://shop.example.com/hooks"}, "url"),
+        ("PATCH", "", {"types": []}, "types"),
+        ("PATCH", "", {"secret": "mine"}, "secret"),
+        ("POST", "/replays", {}, "after"),
+        ("POST", "/replays", {"after": 0, "since": "2026-11-23T10:00:00+00:00"}, "after"),
+        ("POST", "/replays", {"since": "2026-11-23T10:00:00"}, "since"),
+        ("POST", "/replays", {"after": -1}, "after"),
+        ("GET", "/deliveries?state=lost", None, "state"),
+        ("GET", "/deliveries?cursor=abc", None, "cursor"),
+        ("GET", "/deliveries?limit=0", None, "limit"),
+    ],
+)
+def test_bad_changes_replays_and_queries_are_refused_and_change_nothing(
+    hooks: Hooks, receiver: Receiver, method: str, suffix: str, body: Any, field: str
+) -> None:
+    made = hooks.subscribe(receiver.url, ["member.enrolled"])
+    head = hooks.webhooks.head()
+    as_ = "auditor" if method == "GET" else "admin"
+    response = hooks.server.call(method, f"/v1/webhooks/{made['id']}{suffix}", as_, body)
+    assert field in assert_invalid(response, field)
+    assert hooks.webhooks.head() == head  # nothing recorded
+    found = hooks.server.call("GET", f"/v1/webhooks/{made['id']}").json
+    assert {k: found[k] for k in ("url", "types", "enabled")} == {
+        "url": receiver.url,
+        "types": ["member.enrolled"],
+        "enabled": True,
+    }
+
+
+def test_the_list_pages_with_a_cursor_and_refuses_one_it_did_not_give(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    made = []
+    for i in range(3):
+        made.append(hooks.subscribe(receiver.url, ["*"], description=f"n{i}")["id"])
+        hooks.later(1)  # oldest first
+    first = hooks.server.call("GET", "/v1/webhooks?limit=2").json
+    second = hooks.server.call("GET", f"/v1/webhooks?limit=2&cursor={first['next']}").json
+    assert [w["id"] for w in first["items"] + second["items"]] == made
+    assert second["next"] is None
+    assert_invalid(hooks.server.call("GET", "/v1/webhooks?cursor=bm90LW91cnM"), "cursor")
