@@ -29,6 +29,9 @@ from domain.errors import (
     RedemptionAlreadyCancelled,
     RuleViolation,
     SelfReferral,
+    StepNotDue,
+    UnknownFollowup,
+    UnknownFollowupStep,
     UnknownGuarantee,
     UnknownMember,
     UnknownOrder,
@@ -109,6 +112,9 @@ DOMAIN_PROBLEMS: Mapping[type[DomainError], ProblemType] = {
     EvidenceRequired: ProblemType("evidence-required", 422, "Evidence required"),
     UnknownReferralCode: ProblemType("unknown-referral-code", 422, "Unknown referral code"),
     SelfReferral: ProblemType("self-referral", 422, "Self referral"),
+    UnknownFollowup: ProblemType("unknown-followup", 404, "Unknown follow-up"),
+    UnknownFollowupStep: ProblemType("unknown-followup-step", 404, "Unknown follow-up step"),
+    StepNotDue: ProblemType("step-not-due", 422, "Step not due"),
 }
 
 

@@ -22,7 +22,9 @@ class DueIndex:
         self.due: dict[UUID, datetime] = {}
         self.scanned_to = 0
         self.lock = threading.Lock()
-        self.notice_days: tuple[int, int] | None = None  # the rules the due times were found by
+        self.notice_days: tuple[int, int, int] | None = (
+            None  # the rules the due times were found by
+        )
 
     def record(self, now: datetime, cause: Cause | None = None) -> int:
         """Record every change due by ``now``; how many were recorded."""
@@ -30,9 +32,14 @@ class DueIndex:
             run = cause or Cause(f"scheduler:{now.isoformat()}", SCHEDULER)
             terms = self.ledger.terms()
             rules = terms.rules
-            notice_days = (rules.expiry_notice_days, rules.guarantee_notice_days)
+            notice_days = (
+                rules.expiry_notice_days,
+                rules.guarantee_notice_days,
+                rules.dormant_days,
+            )
             if notice_days != self.notice_days:
-                # Notices fall due by the program's days: other days, other times, every member's.
+                # Notices and dormancy fall due by the program's days: other days, other
+                # times, every member's.
                 self.due.clear()
                 self.scanned_to = 0
                 self.notice_days = notice_days

@@ -108,3 +108,17 @@ class UnknownReferralCode(RuleViolation):
 class SelfReferral(RuleViolation):
     def __init__(self) -> None:
         super().__init__("a member cannot be referred with their own code", "referral_code")
+
+
+class UnknownFollowup(NotFound):
+    def __init__(self, followup: str) -> None:
+        super().__init__(f"follow-up {followup!r} was never started")
+
+
+class UnknownFollowupStep(NotFound):
+    def __init__(self, followup: str, step: int) -> None:
+        super().__init__(f"follow-up {followup!r} has no step {step}", "step")
+
+
+class StepNotDue(RuleViolation):
+    """An outcome reported for a step the shop was never told of (not due yet, or withheld)."""

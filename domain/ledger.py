@@ -30,6 +30,7 @@ from domain.errors import (
     EnrolledAtOutOfRange,
     OccurredAtOutOfRange,
     SelfReferral,
+    UnknownFollowup,
     UnknownGuarantee,
     UnknownMember,
     UnknownOrder,
@@ -50,6 +51,7 @@ from domain.members import (
     member_uuid,
     referral_code_for,
 )
+from domain.members.followups import FollowupStart, member_of
 from domain.members.member import check_enrolment
 from domain.members.personal import (
     Erasure,
@@ -59,6 +61,7 @@ from domain.members.personal import (
     normalise_email,
 )
 from domain.money import check_amount
+from domain.plans import PLANS_ID, FollowupPlans, Plan, PlanVersion
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import normalise_code
 from domain.writes import Command, Creation, MemberWrites, Written
@@ -158,6 +161,14 @@ class Ledger(Application[UUID]):
             )
             with contextlib.suppress(IntegrityError):  # another process started it first
                 self.save(program)
+        try:
+            self.repository.get(PLANS_ID)
+        except AggregateNotFoundError:
+            plans = FollowupPlans.start(
+                cause=Cause("bootstrap", Actor.system("bootstrap")), at=self.clock.now()
+            )
+            with contextlib.suppress(IntegrityError):
+                self.save(plans)
 
     def terms(self) -> Terms:
         """The program version in force; another process's publication is seen within a second."""
@@ -197,6 +208,65 @@ class Ledger(Application[UUID]):
             self._terms = None
             return published
         raise Conflict("the program is being changed by someone else; try again")
+
+    # Follow-up plans.
+
+    def followup_plans(self) -> FollowupPlans:
+        plans: FollowupPlans = self.repository.get(PLANS_ID, deepcopy_from_cache=False)
+        return plans
+
+    def publish_plan(self, name: str, plan: Plan, cause: Cause | str) -> tuple[PlanVersion, bool]:
+        """A new version of the plan ``name`` (False: the same as the one in force, nothing
+        published)."""
+        caused = Cause.of(cause)
+        for _ in range(self.writes.max_attempts):
+            plans: FollowupPlans = self.repository.get(PLANS_ID)
+            published = plans.publish(name, plan, caused, self.clock.now())
+            try:
+                self.save(plans)
+            except IntegrityError:
+                continue
+            return published
+        raise Conflict("the follow-up plans are being changed by someone else; try again")
+
+    # Follow-ups.
+
+    def start_followup(self, member_id: str, start: FollowupStart, cause: Cause) -> Written[bool]:
+        """Start a follow-up the process decided on; a second start of the same one records
+        nothing."""
+        terms = self.terms()
+
+        def command(member: Member, now: datetime, partner: Member | None) -> tuple[bool, bool]:
+            started = member.start_followup(start, terms, now, cause)
+            return started, started
+
+        return self.writes.change(member_id, command)
+
+    def report_followup_outcome(
+        self,
+        followup: str,
+        step: int,
+        outcome: str,
+        detail: str | None,
+        cause: Cause | str,
+    ) -> Written[Member]:
+        """Record what the shop reports became of a due step; the member's follow-ups after."""
+        caused = Cause.of(cause)
+        member_id = member_of(followup)
+        if member_id is None:
+            raise UnknownFollowup(followup)
+        terms = self.terms()
+
+        def command(member: Member, now: datetime, partner: Member | None) -> tuple[Member, bool]:
+            done = member.report_followup_outcome(
+                followup, step, outcome, detail, terms, now, caused
+            )
+            return member, done
+
+        try:
+            return self.writes.change(member_id, command)
+        except UnknownMember:
+            raise UnknownFollowup(followup) from None
 
     # Members.
 

@@ -20,13 +20,13 @@ from domain.members import Member
 
 
 class MemberSnapshot(Snapshot):
-    """A member's state in the shape of member model version 4 (typed state, named lots,
-    personal data sealed, lots and guarantees queued for their notices). Version 3 snapshots
-    lack the notice queues: they are skipped, and members folded from their events. Version 2
-    snapshots held the email and name in plain text: never read, and the one-time sealing
-    deletes them."""
+    """A member's state in the shape of member model version 5 (typed state, named lots,
+    personal data sealed, lots and guarantees queued for their notices, follow-ups and
+    dormancy). Version 3 and 4 snapshots lack the notice queues or the follow-ups: they are
+    skipped, and members folded from their events. Version 2 snapshots held the email and name
+    in plain text: never read, and the one-time sealing deletes them."""
 
-    TOPIC = "daifuku:MemberSnapshot.v4"
+    TOPIC = "daifuku:MemberSnapshot.v5"
 
 
 SNAPSHOT_TOPIC = get_topic(MemberSnapshot)

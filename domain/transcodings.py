@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
-from domain.members import lots, personal, purchases, redemptions, referrals, tiers
+from domain.members import followups, lots, personal, purchases, redemptions, referrals, tiers
 
 
 class FieldsTranscoding(Transcoding):
@@ -66,8 +66,16 @@ VALUES = (
     referrals.MadeReferral,
     referrals.ReceivedReferral,
     tiers.Upgrade,
+    followups.Followup,
+    followups.FollowupStep,
 )
-BOOKKEEPING = (lots.PointLots, purchases.OpenGuarantees, tiers.SpendHistory, tiers.TierStanding)
+BOOKKEEPING = (
+    lots.PointLots,
+    purchases.OpenGuarantees,
+    tiers.SpendHistory,
+    tiers.TierStanding,
+    followups.MemberFollowups,
+)
 ENUMS: tuple[type[Enum], ...] = (lots.LotStatus, referrals.ReferralState)
 
 

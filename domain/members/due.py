@@ -1,9 +1,11 @@
-"""What falls due with time alone: lots maturing and expiring, tier reviews, referral rewards,
-and the notices of lots about to expire and guarantee windows about to close.
+"""What falls due with time alone: lots maturing and expiring, tier reviews, referral rewards;
+the notices of lots about to expire and guarantee windows about to close; the member going
+quiet (dormant); and the steps of its follow-ups.
 
 A command records whatever is due by its own time first, as a scheduler run just before it
-would have, so no outcome depends on when the scheduler last ran. A notice changes nothing the
-member's status shows; it is recorded once, so that it can be delivered like any other event.
+would have, so no outcome depends on when the scheduler last ran. A notice (and dormancy, and a
+follow-up's step) changes nothing the member's status shows; it is recorded once, so that it
+can be delivered like any other event.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from domain.actors import Cause
-from domain.members import tiers
+from domain.members import followups, tiers
 from domain.members.lots import DueKind
 from domain.program import ProgramRules, Terms
 
@@ -57,6 +59,17 @@ def next_notice(member: Member, rules: ProgramRules) -> Due | None:
         guarantee = Due(when, DueKind.GUARANTEE_EXPIRING, seq, order_id)
         if best is None or guarantee < best:
             best = guarantee
+    quiet = followups.dormancy_due(member, rules.dormant_days)
+    if quiet is not None:
+        dormant = Due(quiet, DueKind.BECAME_DORMANT, 0, "")
+        if best is None or dormant < best:
+            best = dormant
+    step = member.followups.next_due()
+    if step is not None:
+        when, seq, followup_id = step
+        followup = Due(when, DueKind.FOLLOWUP_STEP, seq, followup_id)
+        if best is None or followup < best:
+            best = followup
     return best
 
 
@@ -100,6 +113,13 @@ def record(
                 expires_at=lot.expires_at,
                 **stamp,
             )
+        elif found.kind is DueKind.BECAME_DORMANT:
+            assert member.last_purchase_at is not None
+            member.trigger_event(
+                member.BecameDormant, last_purchase_at=member.last_purchase_at, **stamp
+            )
+        elif found.kind is DueKind.FOLLOWUP_STEP:
+            record_step(member, member.followups.by_id[found.key], stamp)
         else:
             purchase = member.purchases[found.key]
             assert purchase.guarantee is not None
@@ -132,3 +152,25 @@ def review_tier(member: Member, when: datetime, terms: Terms, stamp: dict[str, o
         review_at=next_review if rules.tier_rank(lower.name) > 0 else None,
         **stamp,
     )
+
+
+def record_step(member: Member, followup: followups.Followup, stamp: dict[str, object]) -> None:
+    """The follow-up's next step: due (the shop is told) or, in the holdout group, withheld."""
+    step = followup.steps[followup.recorded]
+    common = {
+        "followup": followup.id,
+        "plan": followup.plan,
+        "plan_version": followup.plan_version,
+        "step": step.n,
+        "due_at": step.due_at,
+    }
+    if followup.group == "holdout":
+        member.trigger_event(member.FollowupStepWithheld, **common, **stamp)
+    else:
+        member.trigger_event(
+            member.FollowupStepDue,
+            channel=step.channel,
+            message_key=step.message_key,
+            **common,
+            **stamp,
+        )

@@ -36,6 +36,8 @@ class DueKind(IntEnum):
     REFERRAL_REWARD = 3
     POINTS_EXPIRING = 4
     GUARANTEE_EXPIRING = 5
+    BECAME_DORMANT = 6
+    FOLLOWUP_STEP = 7
 
 
 @dataclass(slots=True)

@@ -33,7 +33,17 @@ from domain.errors import (
     RedemptionAlreadyCancelled,
     UnknownReward,
 )
-from domain.members import due, lots, personal, purchases, redemptions, referrals, status, tiers
+from domain.members import (
+    due,
+    followups,
+    lots,
+    personal,
+    purchases,
+    redemptions,
+    referrals,
+    status,
+    tiers,
+)
 from domain.members.events import MemberEvent
 from domain.members.lots import LotStatus, PointLots
 from domain.members.purchases import (
@@ -137,6 +147,12 @@ class Member(Aggregate):
     RefereeRewardPending = referrals.RefereeRewardPending
     RefereeReferralCapped = referrals.RefereeReferralCapped
     RefereeRewardVoided = referrals.RefereeRewardVoided
+    BecameDormant = followups.BecameDormant
+    FollowupStarted = followups.FollowupStarted
+    FollowupStepDue = followups.FollowupStepDue
+    FollowupStepWithheld = followups.FollowupStepWithheld
+    FollowupOutcomeReported = followups.FollowupOutcomeReported
+    FollowupStopped = followups.FollowupStopped
 
     def __init__(
         self,
@@ -180,6 +196,8 @@ class Member(Aggregate):
         self.referrals: dict[str, MadeReferral] = {}
         self.referral_order: list[str] = []
         self.qualified_referrals: list[str] = []
+        self.followups = followups.MemberFollowups()
+        self.dormant_noticed: datetime | None = None  # the last purchase it went quiet after
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         # Every member event names its member, so the global log reads without a lookup, and
@@ -273,6 +291,7 @@ class Member(Aggregate):
             cause,
             erased=self.personal.fields(),
         )
+        self.stop_followups("erased", self.business_time, terms, at, cause, every=True)
 
     def effective_time(self, occurred_at: datetime) -> datetime:
         """A late change keeps its occurred_at for reporting but takes effect at the latest time."""
@@ -341,6 +360,7 @@ class Member(Aggregate):
                 review_at=at + timedelta(days=rules.tier_period_days),
                 order_id=order_id,
             )
+        self.stop_followups("purchased", at, terms, recorded_at, cause)
 
     def refund(
         self,
@@ -517,6 +537,108 @@ class Member(Aggregate):
         )
         # A returned lot whose original expiry has passed expires at once.
         self.record_due(at, terms, cause, recorded_at)
+
+    # Follow-ups.
+
+    def start_followup(
+        self, start: followups.FollowupStart, terms: Terms, now: datetime, cause: Cause
+    ) -> bool:
+        """Start the follow-up the process decided on (False: it was started before). Steps
+        already due are recorded at once; if the member purchased between the trigger and now
+        and the plan stops on a purchase, the steps due by that purchase are recorded and the
+        follow-up stops there, as it would have had it started on time."""
+        if start.followup in self.followups.by_id:
+            return False
+        self.record_due(now, terms, cause, now)
+        stop_at = None
+        if start.stop == "purchased" and len(self.purchases) > start.purchases_at_trigger:
+            stop_at = list(self.purchases.values())[start.purchases_at_trigger].at
+        self._trigger(
+            self.FollowupStarted,
+            self.business_time,
+            terms,
+            now,
+            cause,
+            followup=start.followup,
+            plan=start.plan,
+            plan_version=start.plan_version,
+            group=start.group,
+            trigger=start.trigger,
+            trigger_at=start.trigger_at,
+            steps=followups.steps_of(start),
+            stop=start.stop,
+            goal=followups.goal_of(start),
+        )
+        if stop_at is None:
+            self.record_due(now, terms, cause, now)
+            return True
+        self.record_due(stop_at, terms, cause, now)
+        started = self.followups.by_id[start.followup]
+        if started.state == followups.ACTIVE:
+            self._trigger(
+                self.FollowupStopped,
+                self.business_time,
+                terms,
+                now,
+                cause,
+                followup=start.followup,
+                reason="purchased",
+            )
+        return True
+
+    def report_followup_outcome(
+        self,
+        followup: str,
+        step: int,
+        outcome: str,
+        detail: str | None,
+        terms: Terms,
+        now: datetime,
+        cause: Cause,
+    ) -> bool:
+        """The shop's report of what became of a due step (False: the same report again)."""
+        if outcome not in followups.OUTCOMES:
+            raise InvalidInput({"outcome": ["must be sent or failed"]})
+        self.record_due(now, terms, cause, now)
+        if not followups.check_outcome(self, followup, step, outcome, detail):
+            return False
+        self._trigger(
+            self.FollowupOutcomeReported,
+            self.business_time,
+            terms,
+            now,
+            cause,
+            followup=followup,
+            step=step,
+            outcome=outcome,
+            detail=detail,
+        )
+        return True
+
+    def stop_followups(
+        self,
+        reason: str,
+        at: datetime,
+        terms: Terms,
+        recorded_at: datetime,
+        cause: Cause,
+        every: bool = False,
+    ) -> None:
+        """End the active follow-ups whose stop condition is ``reason`` (``every``: all)."""
+        book = self.followups
+        if not book.active:
+            return
+        ending = [book.by_id[f] for f in book.active] if every else book.stoppable(reason)
+        for followup in ending:
+            self._trigger(
+                self.FollowupStopped,
+                at,
+                terms,
+                recorded_at,
+                cause,
+                followup=followup.id,
+                reason=reason,
+            )
 
     # Time-driven changes.
 

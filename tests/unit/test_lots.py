@@ -127,10 +127,11 @@ def test_the_scheduler_records_availability_reviews_and_expiry_in_time_order(
     member.buy("o-1", "600.00")  # silver now; lot available day 30, review day 365
     member.at(800)
     before = member.status()
-    assert ledger.record_due() == 4
-    recorded = [(e["type"], e["data"]["at"]) for e in member.events()[-4:]]
+    assert ledger.record_due() == 5
+    recorded = [(e["type"], e["data"]["at"]) for e in member.events()[-5:]]
     assert recorded == [
         ("PointsBecameAvailable", day(30).isoformat()),
+        ("BecameDormant", day(180).isoformat()),  # no purchase for the dormant days
         ("TierDowngraded", day(365).isoformat()),
         ("PointsExpiring", day(730).isoformat()),  # the notice, 30 days before
         ("PointsExpired", day(760).isoformat()),
@@ -138,7 +139,7 @@ def test_the_scheduler_records_availability_reviews_and_expiry_in_time_order(
     assert member.events(kind="TierDowngraded")[0]["data"]["reason"] == "review"
     assert member.status() == before, "recording what was due changes no outcome"
     assert ledger.record_due() == 0, "a second run records nothing"
-    assert len(member.events()) == 7
+    assert len(member.events()) == 8
 
 
 def test_the_scheduler_only_records_what_is_due_by_now(member: Shop, ledger: Ledger) -> None:

@@ -71,6 +71,14 @@ CONTRACT: list[tuple[DomainError, int, str, str]] = [
         "Unknown referral code",
     ),
     (errors.SelfReferral(), 422, "self-referral", "Self referral"),
+    (errors.UnknownFollowup("thank-you~1~m1"), 404, "unknown-followup", "Unknown follow-up"),
+    (
+        errors.UnknownFollowupStep("thank-you~1~m1", 9),
+        404,
+        "unknown-followup-step",
+        "Unknown follow-up step",
+    ),
+    (errors.StepNotDue("later"), 422, "step-not-due", "Step not due"),
 ]
 API_CONTRACT = {
     "invalid-input": (422, "Invalid input"),
