@@ -6,10 +6,10 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from api import reads
+from api import followup_effect, reads
 from api.auth import allow
 from api.blueprint import ApiBlueprint
-from api.context import ledger
+from api.context import backend, ledger
 from api.members import _cursor, _read_cursor
 from api.schemas import DecimalText, EventsQuery, Instant, position_field
 
@@ -152,3 +152,75 @@ def members(query: dict[str, Any]) -> dict[str, Any]:
     page = found.pop("members")
     more = len(page) > limit
     return {**found, "items": page[:limit], "next": _cursor(after + limit) if more else None}
+
+
+# The effect of the follow-up plans (the follow-up process's read models).
+
+
+class FollowupQuery(Schema):
+    plan = fields.String(
+        validate=validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,31}$"),
+        metadata={"description": "one plan's versions only"},
+    )
+
+
+class IntervalView(Schema):
+    low = fields.Float()
+    high = fields.Float()
+
+
+class GroupView(Schema):
+    members = fields.Integer()
+    converted = fields.Integer(metadata={"description": "reached the plan's goal in its window"})
+    conversion_rate = fields.Float(allow_none=True)
+    revenue = DecimalText(metadata={"description": "purchases inside the goal window"})
+    revenue_per_member = DecimalText(allow_none=True)
+
+
+class UpliftView(Schema):
+    conversion = fields.Float(
+        allow_none=True, metadata={"description": "treated minus holdout conversion rate"}
+    )
+    interval = fields.Nested(
+        IntervalView,
+        allow_none=True,
+        metadata={"description": "95%, Newcombe's hybrid score interval (Wilson per group)"},
+    )
+    method = fields.String()
+    wald_interval = fields.Nested(IntervalView, allow_none=True)
+    revenue_per_member = DecimalText(allow_none=True)
+
+
+class StepView(Schema):
+    n = fields.Integer()
+    reached = fields.Integer(metadata={"description": "treated members the step was sent for"})
+    share_reached = fields.Float(allow_none=True, metadata={"description": "of the treated"})
+    withheld = fields.Integer(metadata={"description": "holdout members it fell due for"})
+    outcomes = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class PlanEffectView(Schema):
+    plan = fields.String()
+    version = fields.Integer()
+    entered = fields.Integer()
+    treated = fields.Nested(GroupView)
+    holdout = fields.Nested(GroupView)
+    uplift = fields.Nested(UpliftView)
+    steps = fields.List(fields.Nested(StepView))
+
+
+class FollowupEffectView(Schema):
+    position = position_field("the log position the follow-up process has read to")
+    as_of = fields.DateTime()
+    plans = fields.List(fields.Nested(PlanEffectView))
+
+
+@blp.route("/followups")
+@allow("auditor")
+@blp.arguments(FollowupQuery, location="query")
+@blp.response(200, FollowupEffectView)
+def followups(query: dict[str, Any]) -> dict[str, Any]:
+    """The effect of each follow-up plan version: treated against holdout, with the uplift"""
+    tables = backend().followups
+    assert tables is not None
+    return followup_effect.answer(tables, query.get("plan"), backend().clock.now())

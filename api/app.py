@@ -16,6 +16,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from swagger_ui_bundle import swagger_ui_path
 
+from adapters.followup_tables import FollowupTables
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
 from adapters.sidetables import SQLiteConnection
@@ -125,6 +126,7 @@ def create_app(
     import_rejections: Rejections | None = None,
     verifications: VerificationJobs | None = None,
     webhooks: Webhooks | None = None,
+    followups: FollowupTables | None = None,
 ) -> Flask:
     app = Flask("daifuku")
     app.json = LedgerJSON(app)
@@ -157,6 +159,8 @@ def create_app(
         verifications = VerificationJobs.in_memory(ledger, representations, clock)
     if webhooks is None:  # likewise its webhook outbox, and https endpoints only
         webhooks = Webhooks(ledger, Outbox(SQLiteConnection(":memory:")))
+    if followups is None:  # and the follow-up process's read models (empty: none runs here)
+        followups = FollowupTables(SQLiteConnection(":memory:"))
     app.extensions[EXTENSION] = Backend(
         ledger=ledger,
         keys=keys,
@@ -169,6 +173,7 @@ def create_app(
         read_wait_seconds=read_wait_seconds,
         import_rejections=import_rejections or MemoryRejections(),
         webhooks=webhooks,
+        followups=followups,
     )
     app.url_map.converters["id"] = IdConverter
     app.url_map.converters["key_id"] = KeyIdConverter

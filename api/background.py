@@ -1,5 +1,5 @@
-"""The scheduler, the projection worker and the webhook dispatcher of ``daifuku serve``, in one
-process of their own.
+"""The scheduler, the projection worker, the webhook dispatcher and the follow-up process of
+``daifuku serve``, in one process of their own.
 
 gunicorn runs it as its one "dirty worker" (``dirty_workers = 1``, api/server.py): a process
 forked by gunicorn's dirty arbiter, itself forked by the master before the HTTP workers and
@@ -14,6 +14,7 @@ import logging
 
 from gunicorn.dirty import DirtyApp
 
+from adapters.followup_process import FollowupThread, open_followup_thread
 from adapters.keys import KeyStore
 from adapters.projections import ProjectionThread
 from adapters.settings import Settings
@@ -40,6 +41,7 @@ class BackgroundWork(DirtyApp):
         self._projector: ProjectionThread | None = None
         self._keys: KeyStore | None = None
         self._webhooks: WebhookThread | None = None
+        self._followups: FollowupThread | None = None
 
     def init(self) -> None:
         settings = Settings.from_environ()
@@ -55,11 +57,12 @@ class BackgroundWork(DirtyApp):
             observe=lambda o, now: metrics.webhook_attempted(o.state, o.recorded_at, now),
             retention_days=settings.webhooks_retention_days,
         ).start()
+        self._followups = open_followup_thread(ledger, settings.database).start()
         if settings.read_models == "views":
             self._views = open_member_status_view(ledger.env)
             self._projector = ProjectionThread(ledger, self._views, representations).start()
         log.info(
-            "background work started: scheduler, webhook dispatcher%s",
+            "background work started: scheduler, webhook dispatcher, follow-up process%s",
             " and projection worker" if self._projector else "",
         )
 
@@ -67,7 +70,11 @@ class BackgroundWork(DirtyApp):
         raise ValueError("the background work takes no requests")
 
     def close(self) -> None:
-        loops = [loop for loop in (self._webhooks, self._projector, self._scheduler) if loop]
+        loops = [
+            loop
+            for loop in (self._webhooks, self._followups, self._projector, self._scheduler)
+            if loop
+        ]
         for loop in loops:  # all told at once: stopping takes the longest one's time, not the sum
             loop.request_stop()
         for loop in loops:

@@ -10,6 +10,7 @@ from eventsourcing.persistence import PersistenceError
 from flask import Flask
 
 from adapters import upgrade
+from adapters.followup_tables import FollowupTables
 from adapters.import_rejections import TableRejections
 from adapters.keys import KeyStore
 from adapters.settings import Settings
@@ -108,6 +109,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
             settings.database, ledger, representations, clock
         )
         webhooks = Webhooks(ledger, Outbox.open(settings.database), settings.webhooks_allow_private)
+        # Read only by the analytics of follow-ups: on the outbox's connection, not a pool more.
+        followups = FollowupTables(webhooks.outbox.db)
     except BaseException:
         if views is not None:
             views.close()
@@ -128,6 +131,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> tuple[Flask, Le
         import_rejections=rejections,
         verifications=verifications,
         webhooks=webhooks,
+        followups=followups,
     )
     return app, ledger, keys
 

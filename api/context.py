@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, g
 
+from adapters.followup_tables import FollowupTables
 from adapters.import_rejections import MemoryRejections, Rejections
 from adapters.keys import KeyStore
 from adapters.verification_jobs import VerificationJobs
@@ -38,6 +39,7 @@ class Backend:
     # What imports refused, so that the same import posted again refuses it again.
     import_rejections: Rejections = field(default_factory=MemoryRejections)
     webhooks: Webhooks | None = None  # subscriptions and their outbox
+    followups: FollowupTables | None = None  # the follow-up process's read models
 
 
 T = TypeVar("T")

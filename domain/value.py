@@ -106,9 +106,18 @@ def standings(values: Sequence[K], higher_is_better: bool = True) -> list[Fracti
 def value_classes(contributions: Sequence[Decimal]) -> list[str]:
     """A-D by quartile of standing; a negative contribution is always D."""
     return [
-        "D" if amount < 0 else CLASSES[min(math.floor(4 * standing), 3)]
+        class_at(amount, standing)
         for amount, standing in zip(contributions, standings(contributions), strict=True)
     ]
+
+
+def class_at(amount: Decimal, standing: Fraction) -> str:
+    return "D" if amount < 0 else CLASSES[min(math.floor(4 * standing), 3)]
+
+
+def value_class_of(amount: Decimal, better: int, count: int) -> str:
+    """The class of one contribution that ``better`` of the ``count`` members beat."""
+    return class_at(amount, Fraction(better, count))
 
 
 def quintile_scores(values: Sequence[K], higher_is_better: bool = True) -> list[int]:

@@ -125,16 +125,20 @@ TYPES: tuple[PublicType, ...] = (
         "a notice: a guarantee window closes within the program's notice days (default 7)",
     ),
     PublicType(
+        "followup.step_due",
+        "FollowupStepDue",
+        ("followup", "plan", "plan_version", "step", "channel", "message_key", "due_at"),
+        "a step of a follow-up plan fell due: the shop contacts the member by the channel with "
+        "the message the key names, and may report the outcome",
+    ),
+    PublicType(
         "personal_data.erased",
         "PersonalDataErased",
         ("erased",),
         "the member's personal data was erased",
     ),
 )
-# Delivered by the follow-up plans (a later issue); subscribable now so a subscription made
-# today receives them when they exist.
-FUTURE_TYPES = ("followup.step_due",)
-TYPE_NAMES = tuple(t.name for t in TYPES) + FUTURE_TYPES
+TYPE_NAMES = tuple(t.name for t in TYPES)
 BY_TOPIC = {f"{MEMBER_TOPIC_PREFIX}{t.event}": t for t in TYPES}
 
 

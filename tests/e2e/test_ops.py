@@ -29,7 +29,6 @@ LATER = {
         "PUT /v1/followup-plans/{name}",
         "GET /v1/members/{member_id}/followups",
         "POST /v1/followups/{followup_id}/steps/{n}/outcome",
-        "GET /v1/analytics/followups",
     },
 }
 # The OpenAPI document does not describe itself, nor its browsable page.

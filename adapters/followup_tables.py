@@ -1,0 +1,281 @@
+"""The follow-up process's tables beside the event store: its tracking position, what it knows
+of each member and of the plans in force, and the read models of the effect of each plan
+version (``daifuku_followup_*``).
+
+The process writes a page of the log's consequences and the page's position in one
+transaction, and only from the position it read (compare-and-set): a second process working
+the same log at the same time fails its write and starts again from what the first recorded, so
+nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+
+from adapters.settings import Database
+from adapters.sidetables import Connection, connect
+from domain.followup_triggers import Profile
+from domain.plans import PlanVersion, version_of
+
+SCALE = Decimal(10_000)  # money is kept in ten-thousandths, so sums are exact integers
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_tracking (
+        name TEXT PRIMARY KEY, position BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_profiles (
+        member_id TEXT PRIMARY KEY,
+        purchases INTEGER NOT NULL,
+        last_purchase_at TEXT,
+        tier TEXT,
+        referred INTEGER NOT NULL,
+        money TEXT NOT NULL,
+        points_redeemed BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_plans (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        published_at TEXT NOT NULL,
+        plan TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_view (
+        followup_id TEXT PRIMARY KEY,
+        member_id TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        trigger_at DOUBLE PRECISION NOT NULL,
+        goal_event TEXT NOT NULL,
+        goal_until DOUBLE PRECISION NOT NULL,
+        steps INTEGER NOT NULL,
+        reached INTEGER NOT NULL DEFAULT 0,
+        converted INTEGER NOT NULL DEFAULT 0,
+        revenue BIGINT NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'active')""",
+    """CREATE INDEX IF NOT EXISTS daifuku_followup_view_member
+        ON daifuku_followup_view (member_id, goal_until)""",
+    """CREATE INDEX IF NOT EXISTS daifuku_followup_view_plan
+        ON daifuku_followup_view (plan, version, grp)""",
+    # The goal events (purchases, redemptions) a follow-up's window may hold: a follow-up
+    # started late (the process behind the log) still counts those between its trigger and
+    # its start, as it would have on time.
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_goal_events (
+        member_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        amount BIGINT NOT NULL,
+        PRIMARY KEY (member_id, position))""",
+    """CREATE TABLE IF NOT EXISTS daifuku_followup_steps (
+        plan TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        recorded BIGINT NOT NULL DEFAULT 0,
+        sent BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (plan, version, step, grp))""",
+)
+
+UPSERT_PROFILE = (
+    "INSERT INTO daifuku_followup_profiles (member_id, purchases, last_purchase_at, tier, "
+    "referred, money, points_redeemed) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) "
+    "DO UPDATE SET purchases = excluded.purchases, last_purchase_at = excluded.last_purchase_at,"
+    " tier = excluded.tier, referred = excluded.referred, money = excluded.money, "
+    "points_redeemed = excluded.points_redeemed"
+)
+UPSERT_PLAN = (
+    "INSERT INTO daifuku_followup_plans (name, version, published_at, plan) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET version = excluded.version, "
+    "published_at = excluded.published_at, plan = excluded.plan"
+)
+INSERT_FOLLOWUP = (
+    "INSERT INTO daifuku_followup_view (followup_id, member_id, plan, version, grp, trigger_at,"
+    " goal_event, goal_until, steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (followup_id) DO NOTHING"
+)
+# What the follow-up's window already holds when it starts.
+COUNT_WINDOW = (
+    "UPDATE daifuku_followup_view SET "
+    "converted = CASE WHEN EXISTS (SELECT 1 FROM daifuku_followup_goal_events g "
+    "WHERE g.member_id = daifuku_followup_view.member_id "
+    "AND g.kind = daifuku_followup_view.goal_event "
+    "AND g.at > daifuku_followup_view.trigger_at "
+    "AND g.at <= daifuku_followup_view.goal_until) THEN 1 ELSE 0 END, "
+    "revenue = COALESCE((SELECT sum(g.amount) FROM daifuku_followup_goal_events g "
+    "WHERE g.member_id = daifuku_followup_view.member_id AND g.kind = 'purchase' "
+    "AND g.at > daifuku_followup_view.trigger_at "
+    "AND g.at <= daifuku_followup_view.goal_until), 0) "
+    "WHERE followup_id = ?"
+)
+INSERT_GOAL_EVENT = (
+    "INSERT INTO daifuku_followup_goal_events (member_id, position, kind, at, amount) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (member_id, position) DO NOTHING"
+)
+# A goal event inside the windows of the member's follow-ups: converted (any goal event of the
+# plan's kind), and a purchase's amount added to the revenue of every window it falls in.
+COUNT_GOAL_EVENT = (
+    "UPDATE daifuku_followup_view SET "
+    "converted = CASE WHEN goal_event = ? THEN 1 ELSE converted END, "
+    "revenue = revenue + ? "
+    "WHERE member_id = ? AND trigger_at < ? AND goal_until >= ?"
+)
+STEP_RECORDED = (
+    "INSERT INTO daifuku_followup_steps (plan, version, step, grp, recorded) "
+    "VALUES (?, ?, ?, ?, 1) ON CONFLICT (plan, version, step, grp) "
+    "DO UPDATE SET recorded = daifuku_followup_steps.recorded + 1"
+)
+REACHED = (
+    "UPDATE daifuku_followup_view SET reached = ?, "
+    "state = CASE WHEN ? >= steps THEN 'completed' ELSE state END WHERE followup_id = ?"
+)
+OUTCOME = (
+    "UPDATE daifuku_followup_steps SET sent = sent + ?, failed = failed + ? "
+    "WHERE step = ? AND (plan, version, grp) IN (SELECT plan, version, grp "
+    "FROM daifuku_followup_view WHERE followup_id = ?)"
+)
+STOPPED = "UPDATE daifuku_followup_view SET state = 'stopped' WHERE followup_id = ?"
+
+
+def scaled(amount: Decimal) -> int:
+    return int(amount * SCALE)
+
+
+def unscaled(amount: int) -> Decimal:
+    return Decimal(amount) / SCALE
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    plan: str
+    version: int
+    group: str
+    members: int
+    converted: int
+    revenue: Decimal
+
+
+@dataclass(frozen=True)
+class StepFigures:
+    plan: str
+    version: int
+    step: int
+    group: str
+    recorded: int
+    sent: int
+    failed: int
+
+
+class FollowupTables(TrackingRecorder):
+    """The follow-up process's tables of one database."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.db = connection
+        self.db.create_tables(SCHEMA)
+
+    @classmethod
+    def open(cls, database: Database) -> FollowupTables:
+        return cls(connect(database, "daifuku-followups"))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # Tracking (the library's interface).
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        raise NotImplementedError("the position is written with its page: write()")
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        rows = self.db.run(
+            "SELECT position FROM daifuku_followup_tracking WHERE name = ?", (application_name,)
+        )
+        return int(rows[0][0]) if rows else None
+
+    # What the process keeps.
+
+    def profiles(self) -> list[Profile]:
+        return [
+            Profile.from_row(row)
+            for row in self.db.run(
+                "SELECT member_id, purchases, last_purchase_at, tier, referred, money, "
+                "points_redeemed FROM daifuku_followup_profiles"
+            )
+        ]
+
+    def plans(self) -> dict[str, PlanVersion]:
+        return {
+            name: version_of(name, int(version), datetime.fromisoformat(at), json.loads(plan))
+            for name, version, at, plan in self.db.run(
+                "SELECT name, version, published_at, plan FROM daifuku_followup_plans"
+            )
+        }
+
+    def write(
+        self,
+        name: str,
+        previous: int,
+        position: int,
+        profiles: Sequence[Profile],
+        plans: Sequence[PlanVersion],
+        statements: Sequence[tuple[str, Sequence[Any]]],
+    ) -> bool:
+        """A page at once: the profiles and plans it changed, its read-model statements in log
+        order, and its last position; False (nothing written) if the position recorded is no
+        longer ``previous`` (another process wrote meanwhile)."""
+        with self.db.transaction() as t:
+            if previous == 0:
+                moved = t.run(
+                    "INSERT INTO daifuku_followup_tracking (name, position) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING position",
+                    (name, position),
+                )
+            else:
+                moved = t.run(
+                    "UPDATE daifuku_followup_tracking SET position = ? "
+                    "WHERE name = ? AND position = ? RETURNING position",
+                    (position, name, previous),
+                )
+            if not moved:
+                return False
+            t.run_many(UPSERT_PROFILE, [p.to_row() for p in profiles])
+            t.run_many(
+                UPSERT_PLAN,
+                [
+                    (v.name, v.version, v.published_at.isoformat(), json.dumps(v.plan.to_dict()))
+                    for v in plans
+                ],
+            )
+            for statement, params in statements:
+                t.run(statement, params)
+        return True
+
+    # The read models' answers.
+
+    def groups(self, plan: str | None = None) -> list[GroupFigures]:
+        where, params = ("WHERE plan = ?", (plan,)) if plan else ("", ())
+        rows = self.db.run(
+            "SELECT plan, version, grp, count(*), sum(converted), sum(revenue) "
+            f"FROM daifuku_followup_view {where} GROUP BY plan, version, grp "
+            "ORDER BY plan, version, grp",
+            params,
+        )
+        return [
+            GroupFigures(p, int(v), g, int(n), int(c or 0), unscaled(int(r or 0)))
+            for p, v, g, n, c, r in rows
+        ]
+
+    def steps(self, plan: str | None = None) -> list[StepFigures]:
+        where, params = ("WHERE plan = ?", (plan,)) if plan else ("", ())
+        rows = self.db.run(
+            "SELECT plan, version, step, grp, recorded, sent, failed FROM daifuku_followup_steps "
+            f"{where} ORDER BY plan, version, step, grp",
+            params,
+        )
+        return [
+            StepFigures(p, int(v), int(s), g, int(r), int(a), int(f))
+            for p, v, s, g, r, a, f in rows
+        ]
