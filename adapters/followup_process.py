@@ -106,8 +106,7 @@ class FollowupProcess:
             if group and not same_command(group[-1][1], event):
                 self._decide(group, page)
                 group = []
-            group.append((notification, event))
-            self._apply(notification, event, page)
+            group.append((self._apply(notification, event, page), event))
         if group:
             self._decide(group, page)
         for member_id, start in page.starts:
@@ -135,15 +134,19 @@ class FollowupProcess:
         self.plans[event.name] = version
         page.plans.add(event.name)
 
-    def _apply(self, notification: Notification, event: Any, page: _Page) -> None:
+    def _apply(self, notification: Notification, event: Any, page: _Page) -> int:
+        """Apply the event; the number it is known by as a trigger."""
         name = notification.topic[len(MEMBER_PREFIX) :]
         member_id = event.member_id
-        if name in FOLLOWUP_EVENTS:
-            page.statements.extend(view_statements(name, event))
-            return
         profile = self.profiles.get(member_id)
         if profile is None:
             profile = self.profiles[member_id] = Profile(member_id)
+        number = profile.trigger_number(event.originator_version)
+        if name in FOLLOWUP_EVENTS:
+            page.statements.extend(view_statements(name, event))
+            profile.followup_events += 1
+            page.profiles.add(member_id)
+            return number
         if name in triggers.PROFILE_EVENTS:
             triggers.apply(profile, name, event)
             page.profiles.add(member_id)
@@ -158,10 +161,11 @@ class FollowupProcess:
             page.statements.extend(
                 goal_statements(member_id, notification.id, "redemption", event.at, None)
             )
+        return number
 
-    def _decide(self, group: list[tuple[Notification, Any]], page: _Page) -> None:
+    def _decide(self, group: list[tuple[int, Any]], page: _Page) -> None:
         """The follow-ups the triggers of one command start (judged after all its events)."""
-        for _, event in group:
+        for number, event in group:
             name = type(event).__name__
             if name not in triggers.TRIGGERS or not triggers.starts_anything(event):
                 continue
@@ -176,7 +180,7 @@ class FollowupProcess:
                 found,
                 profile,
                 self.ranks.value_class(member_id),
-                event.originator_version,
+                number,
                 event.at,
                 rules,
             )
@@ -223,7 +227,7 @@ def whole_commands(notifications: Sequence[Notification]) -> Sequence[Notificati
     return notifications if cut == 0 else notifications[:cut]
 
 
-def profile_at(group: list[tuple[Notification, Any]], event: Any, profile: Profile) -> Profile:
+def profile_at(group: list[tuple[int, Any]], event: Any, profile: Profile) -> Profile:
     """The profile for telling a purchase's triggers: ``first_purchase`` only if this purchase
     is the member's first (the group may hold a later one)."""
     if type(event).__name__ != "PurchaseRecorded":

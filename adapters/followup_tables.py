@@ -36,7 +36,8 @@ SCHEMA = (
         tier TEXT,
         referred INTEGER NOT NULL,
         money TEXT NOT NULL,
-        points_redeemed BIGINT NOT NULL)""",
+        points_redeemed BIGINT NOT NULL,
+        followup_events BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS daifuku_followup_plans (
         name TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
@@ -83,10 +84,11 @@ SCHEMA = (
 
 UPSERT_PROFILE = (
     "INSERT INTO daifuku_followup_profiles (member_id, purchases, last_purchase_at, tier, "
-    "referred, money, points_redeemed) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) "
+    "referred, money, points_redeemed, followup_events) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (member_id) "
     "DO UPDATE SET purchases = excluded.purchases, last_purchase_at = excluded.last_purchase_at,"
     " tier = excluded.tier, referred = excluded.referred, money = excluded.money, "
-    "points_redeemed = excluded.points_redeemed"
+    "points_redeemed = excluded.points_redeemed, followup_events = excluded.followup_events"
 )
 UPSERT_PLAN = (
     "INSERT INTO daifuku_followup_plans (name, version, published_at, plan) VALUES (?, ?, ?, ?) "
@@ -202,7 +204,7 @@ class FollowupTables(TrackingRecorder):
             Profile.from_row(row)
             for row in self.db.run(
                 "SELECT member_id, purchases, last_purchase_at, tier, referred, money, "
-                "points_redeemed FROM daifuku_followup_profiles"
+                "points_redeemed, followup_events FROM daifuku_followup_profiles"
             )
         ]
 

@@ -65,6 +65,12 @@ class Profile:
     referred: bool = False
     money: Decimal = Decimal(0)  # bought - refunds - guarantee payouts
     points_redeemed: int = 0
+    # The member's follow-up events so far: a trigger is named by the member's version less
+    # these, which does not depend on when the process wrote its own (``trigger_number``).
+    followup_events: int = 0
+
+    def trigger_number(self, version: int) -> int:
+        return version - self.followup_events
 
     def contribution(self, point_value: Decimal) -> Decimal:
         return self.money - Decimal(self.points_redeemed) * point_value
@@ -78,11 +84,12 @@ class Profile:
             int(self.referred),
             str(self.money),
             self.points_redeemed,
+            self.followup_events,
         )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Profile:
-        member_id, purchases, last, tier, referred, money, points = row
+        member_id, purchases, last, tier, referred, money, points, followup_events = row
         return cls(
             member_id,
             int(purchases),
@@ -91,6 +98,7 @@ class Profile:
             bool(referred),
             Decimal(money),
             int(points),
+            int(followup_events),
         )
 
 
@@ -191,7 +199,7 @@ def decide(
     triggers: list[str],
     profile: Profile,
     value_class: str | None,
-    trigger_version: int,
+    trigger_number: int,
     at: datetime,
     rules: ProgramRules,
 ) -> list[FollowupStart]:
@@ -205,7 +213,7 @@ def decide(
             continue
         started.append(
             FollowupStart(
-                followup=followup_id(version.name, trigger_version, profile.member_id),
+                followup=followup_id(version.name, trigger_number, profile.member_id),
                 plan=version.name,
                 plan_version=version.version,
                 group=group_of(profile.member_id, version.name, plan.holdout_percent),
