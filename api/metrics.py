@@ -43,6 +43,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from adapters.followup_tables import FollowupTables
     from adapters.views import MemberStatusView
     from adapters.webhook_outbox import Outbox
     from domain.clock import Clock
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 DISPATCHER_NAME = "webhooks"  # the webhook dispatcher's tracking name (adapters/webhook_dispatch)
+FOLLOWUP_PROCESS_NAME = "followups"  # the follow-up process's (adapters/followup_process)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what a scrape gets unless it asks for OpenMetrics
 OPENMETRICS_CONTENT_TYPE = OPENMETRICS.split(";")[0]
@@ -328,6 +330,30 @@ class WebhookFigures:
         yield GaugeMetricFamily(
             "daifuku_webhook_dispatcher_lag_events",
             "Events appended to the ledger that the webhook dispatcher has not read yet.",
+            value=max(head - position, 0),
+        )
+
+
+class FollowupFigures:
+    """How far the follow-up process is behind the log, read at scrape time."""
+
+    def __init__(self, ledger: Ledger, tables: FollowupTables) -> None:
+        self._ledger = ledger
+        self._tables = tables
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            position = self._tables.max_tracking_id(FOLLOWUP_PROCESS_NAME) or 0
+            head = self._ledger.recorder.max_notification_id() or 0
+        except Exception as error:
+            log.warning("metrics: the follow-up tables could not be read: %s", error)
+            return
+        yield GaugeMetricFamily(
+            "daifuku_followup_process_lag_events",
+            "Events appended to the ledger that the follow-up process has not read yet.",
             value=max(head - position, 0),
         )
 

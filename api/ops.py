@@ -11,7 +11,13 @@ from prometheus_client.registry import Collector
 from api.auth import public
 from api.blueprint import ApiBlueprint
 from api.context import backend
-from api.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE, LedgerFigures, WebhookFigures
+from api.metrics import (
+    CONTENT_TYPE,
+    OPENMETRICS_CONTENT_TYPE,
+    FollowupFigures,
+    LedgerFigures,
+    WebhookFigures,
+)
 from api.problems import DATABASE_UNAVAILABLE, PROBLEM_MIMETYPE, problem_response
 from api.schemas import Health, ProblemSchema
 
@@ -62,5 +68,7 @@ def metrics() -> Response:
     figures: list[Collector] = [LedgerFigures(found.ledger, found.views, found.clock)]
     if found.webhooks is not None:
         figures.append(WebhookFigures(found.ledger, found.webhooks.outbox))
+    if found.followups is not None:
+        figures.append(FollowupFigures(found.ledger, found.followups))
     body, content_type = found.metrics.render(*figures, accept=request.headers.get("Accept"))
     return Response(body, mimetype=None, content_type=content_type)
