@@ -16,6 +16,7 @@ its last purchase), so that "became dormant" is a fact in the log that a plan ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from sys import intern
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -154,21 +155,25 @@ class FollowupStarted(MemberEvent):
 
     def change(self, member: Member) -> None:
         book = member.followups
+        # A member holds every follow-up it was in: the names they share are held once.
         book.by_id[self.followup] = Followup(
             id=self.followup,
             seq=len(book.by_id),
-            plan=self.plan,
+            plan=intern(self.plan),
             plan_version=self.plan_version,
-            group=self.group,
-            trigger=self.trigger,
+            group=intern(self.group),
+            trigger=intern(self.trigger),
             trigger_at=self.trigger_at,
             started_at=self.at,
             steps=[
-                FollowupStep(s["n"], s["due_at"], s["channel"], s["message_key"])
+                FollowupStep(s["n"], s["due_at"], intern(s["channel"]), intern(s["message_key"]))
                 for s in self.steps
             ],
-            stop=self.stop,
-            goal=dict(self.goal),
+            stop=None if self.stop is None else intern(self.stop),
+            goal={
+                "event": intern(self.goal["event"]),
+                **{k: v for k, v in self.goal.items() if k != "event"},
+            },
         )
         book.active.append(self.followup)
 
