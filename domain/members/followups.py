@@ -16,8 +16,8 @@ its last purchase), so that "became dormant" is a fact in the log that a plan ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from sys import intern
 from datetime import datetime, timedelta
+from sys import intern
 from typing import TYPE_CHECKING, Any
 
 from domain.errors import Conflict, StepNotDue, UnknownFollowup, UnknownFollowupStep
@@ -170,10 +170,7 @@ class FollowupStarted(MemberEvent):
                 for s in self.steps
             ],
             stop=None if self.stop is None else intern(self.stop),
-            goal={
-                "event": intern(self.goal["event"]),
-                **{k: v for k, v in self.goal.items() if k != "event"},
-            },
+            goal={**self.goal, "event": intern(self.goal["event"])},
         )
         book.active.append(self.followup)
 
