@@ -19,6 +19,7 @@ from api.followup_effect import answer
 from domain.actors import Actor, Cause
 from domain.clock import FixedClock
 from domain.ledger import Ledger
+from domain.members import Member, member_uuid
 from domain.members.followups import followup_id
 from domain.plans import DEFAULT_PLANS, Plan, group_of
 from tests.answers import answers
@@ -347,3 +348,24 @@ def test_the_replay_comparison_sees_follow_ups_to_compare() -> None:
     plans = {f[1]: f[5] for f in eager["m0"]}
     assert plans == {"prospect": "stopped", "thank-you": "stopped", "a-class": "completed"}
     assert eager == run_history(history, eager=False)
+
+
+def test_a_member_read_from_its_snapshot_holds_its_follow_ups(clock: FixedClock) -> None:
+    ledger = Ledger(env=IN_MEMORY, clock=clock, sealer=Vault.in_memory(), snapshot_interval=2)
+    shop = Shop(ledger, clock)
+    process = FollowupProcess(ledger, FollowupTables(SQLiteConnection(":memory:")))
+    shop.enrol("m1")
+    shop.at(0.001).buy("o-1", "100.00")
+    run_until_caught_up(process)
+    shop.at(4)
+    ledger.record_due()
+    uid = member_uuid("m1")
+    assert ledger.snapshots is not None and list(ledger.snapshots.get(uid))
+    folded: Any = None
+    for event in ledger.events.get(uid):
+        folded = event.mutate(folded)
+    ledger.writes.evict(uid)
+    read: Member = ledger.repository.get(uid, deepcopy_from_cache=False)
+    assert vars(read) == vars(folded)
+    assert len(read.followups) == 3 and read.followups.active
+    assert read.next_due_at(ledger.terms()) == folded.next_due_at(ledger.terms())
