@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -101,6 +102,9 @@ class FollowupProcess:
                 continue
             event = mapper.to_domain_event(notification)
             if notification.topic == PUBLISHED:
+                if group:  # the command before it is judged under the plans it was made under
+                    self._decide(group, page)
+                    group = []
                 self._published(event, page)
                 continue
             if group and not same_command(group[-1][1], event):
@@ -171,7 +175,8 @@ class FollowupProcess:
                 continue
             member_id = event.member_id
             profile = self.profiles[member_id]
-            found = triggers.triggers_of(name, profile_at(group, event, profile))
+            purchases = purchases_at(group, event, profile)
+            found = triggers.triggers_of(name, replace(profile, purchases=purchases))
             if not found:
                 continue
             rules = self._rules_of(event.program_version)
@@ -183,6 +188,7 @@ class FollowupProcess:
                 number,
                 event.at,
                 rules,
+                purchases,
             )
             page.starts.extend((member_id, start) for start in starts)
 
@@ -227,20 +233,18 @@ def whole_commands(notifications: Sequence[Notification]) -> Sequence[Notificati
     return notifications if cut == 0 else notifications[:cut]
 
 
-def profile_at(group: list[tuple[int, Any]], event: Any, profile: Profile) -> Profile:
-    """The profile for telling a purchase's triggers: ``first_purchase`` only if this purchase
-    is the member's first (the group may hold a later one)."""
-    if type(event).__name__ != "PurchaseRecorded":
-        return profile
+def purchases_at(group: list[tuple[int, Any]], event: Any, profile: Profile) -> int:
+    """The member's purchases when ``event`` was recorded (``profile``: after the whole
+    command): a purchase later in the command is not the first, and a trigger recorded before
+    the command's purchase (a dormancy or a notice that fell due first) happened before it, so
+    that purchase stops what the trigger starts."""
     purchases_after = sum(
         1
         for _, e in group
         if type(e).__name__ == "PurchaseRecorded"
         and e.originator_version > event.originator_version
     )
-    if not purchases_after:
-        return profile
-    return Profile(profile.member_id, purchases=profile.purchases - purchases_after)
+    return profile.purchases - purchases_after
 
 
 def goal_statements(

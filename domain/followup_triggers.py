@@ -202,8 +202,11 @@ def decide(
     trigger_number: int,
     at: datetime,
     rules: ProgramRules,
+    purchases_at_trigger: int,
 ) -> list[FollowupStart]:
-    """The follow-ups that the triggers of one member event start, under the plans in force."""
+    """The follow-ups that the triggers of one member event start, under the plans in force
+    (``profile``: after the command; ``purchases_at_trigger``: the member's purchases when the
+    event was recorded, for the stop condition)."""
     started = []
     for version in plans:
         plan = version.plan
@@ -223,7 +226,7 @@ def decide(
                 stop=plan.stop,
                 goal_event=plan.goal.event,
                 goal_days=plan.goal.within_days,
-                purchases_at_trigger=profile.purchases,
+                purchases_at_trigger=purchases_at_trigger,
             )
         )
     return started

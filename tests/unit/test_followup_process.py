@@ -169,6 +169,37 @@ def test_a_member_gone_quiet_for_180_days_enters_win_back(
     assert win_back.steps[0].state in ("due", "withheld")
 
 
+def test_a_plan_published_right_after_a_purchase_does_not_apply_to_it(
+    shop: Shop, process: FollowupProcess
+) -> None:
+    """The purchase's triggers are judged under the plans in force at its place in the log,
+    even when the publication follows it with no other member event between."""
+    shop.enrol("m1")
+    shop.at(0.001).buy("o-1", "100.00")
+    plan = shop.ledger.followup_plans().current("thank-you")
+    assert plan is not None
+    shop.ledger.publish_plan("thank-you", replace(plan.plan, steps=plan.plan.steps[:1]), "test")
+    run_until_caught_up(process)
+    thanks = only(shop, "thank-you")
+    assert (thanks.plan_version, len(thanks.steps)) == (1, 3)
+
+
+def test_a_purchase_in_the_command_that_records_the_dormancy_stops_win_back(
+    shop: Shop, process: FollowupProcess
+) -> None:
+    """Back on day 185 before any scheduler run: the dormancy of day 180 is recorded first, in
+    the same command, and its win-back ends at the purchase, as it would have on time."""
+    shop.enrol("m1")
+    shop.at(0.5).buy("o-1", "40.00")
+    run_until_caught_up(process)
+    shop.at(185.5).buy("o-2", "25.00")
+    run_until_caught_up(process)
+    winback = only(shop, "win-back")
+    assert (winback.trigger_at, winback.group) == (day(180.5), "treated")
+    assert (winback.state, winback.reason) == ("stopped", "purchased")
+    assert [s.state for s in winback.steps] == ["due", "waiting"]
+
+
 def test_history_caught_up_late_starts_nothing(shop: Shop, process: FollowupProcess) -> None:
     """The scheduler recording a dormancy a year late (history brought in, a server off)."""
     shop.enrol("m1")
