@@ -40,6 +40,7 @@ from api import (
     redemptions,
     representations,
 )
+from api import followups as followup_views  # ``followups`` is create_app's FollowupTables
 from api import keys as key_views  # ``keys`` is create_app's KeyStore
 from api import webhooks as webhook_views  # ``webhooks`` is create_app's Webhooks
 from api.admission import limit_writes
@@ -51,11 +52,15 @@ from api.reads import READ_FROM_HEADER
 from api.schemas import (
     ID_RE,
     PATH_IDS,
+    FollowupIdConverter,
     IdConverter,
     KeyIdConverter,
+    PlanNameConverter,
     ProblemSchema,
+    followup_id_parameter,
     id_parameter,
     key_id_parameter,
+    plan_name_parameter,
 )
 
 if TYPE_CHECKING:
@@ -177,9 +182,13 @@ def create_app(
     )
     app.url_map.converters["id"] = IdConverter
     app.url_map.converters["key_id"] = KeyIdConverter
+    app.url_map.converters["followup_id"] = FollowupIdConverter
+    app.url_map.converters["plan_name"] = PlanNameConverter
     api = LedgerApi(app)
     api.register_converter(IdConverter, id_parameter)
     api.register_converter(KeyIdConverter, key_id_parameter)
+    api.register_converter(FollowupIdConverter, followup_id_parameter)
+    api.register_converter(PlanNameConverter, plan_name_parameter)
     for blueprint in (
         members.blp,
         purchases.blp,
@@ -193,6 +202,8 @@ def create_app(
         audit_verification.blp,
         key_views.blp,
         webhook_views.blp,
+        followup_views.plans_blp,
+        followup_views.blp,
         ops.blp,
     ):
         api.register_blueprint(blueprint)

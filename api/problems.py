@@ -35,6 +35,7 @@ from domain.errors import (
     UnknownGuarantee,
     UnknownMember,
     UnknownOrder,
+    UnknownPlan,
     UnknownRedemption,
     UnknownReferralCode,
     UnknownReward,
@@ -115,6 +116,7 @@ DOMAIN_PROBLEMS: Mapping[type[DomainError], ProblemType] = {
     UnknownFollowup: ProblemType("unknown-followup", 404, "Unknown follow-up"),
     UnknownFollowupStep: ProblemType("unknown-followup-step", 404, "Unknown follow-up step"),
     StepNotDue: ProblemType("step-not-due", 422, "Step not due"),
+    UnknownPlan: ProblemType("unknown-followup-plan", 404, "Unknown follow-up plan"),
 }
 
 

@@ -16,9 +16,11 @@ from domain.members import (
     Purchase,
     Redemption,
 )
+from domain.members.followups import Followup
 from domain.members.personal import Erasure, OpenedPersonalData, PersonalData, Sealer
 from domain.members.referrals import EARNING as EARNING_STATES
 from domain.money import format_money
+from domain.plans import PlanVersion
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -274,3 +276,53 @@ def referral(made: MadeReferral, referrer_id: str, seq: int) -> dict[str, Any]:
 def referrals(referrer_id: str, made: list[MadeReferral], after: int = 0) -> list[dict[str, Any]]:
     """A page of the referrals a member made, numbered from ``after`` + 1 in enrolment order."""
     return [referral(r, referrer_id, i) for i, r in enumerate(made, start=after + 1)]
+
+
+def plan(name: str, history: list[PlanVersion]) -> dict[str, Any]:
+    """A follow-up plan: the version in force (the last of ``history``) and every version."""
+    current = history[-1]
+    return {
+        "name": name,
+        "version": current.version,
+        "published_at": iso(current.published_at),
+        "plan": current.plan.to_dict(),
+        "versions": [
+            {"version": v.version, "published_at": iso(v.published_at), "plan": v.plan.to_dict()}
+            for v in history
+        ],
+    }
+
+
+def followup(found: Followup) -> dict[str, Any]:
+    goal = found.goal
+    return {
+        "id": found.id,
+        "plan": found.plan,
+        "plan_version": found.plan_version,
+        "group": found.group,
+        "trigger": found.trigger,
+        "trigger_at": iso(found.trigger_at),
+        "started_at": iso(found.started_at),
+        "state": found.state,
+        "ended_at": iso(found.ended_at),
+        "reason": found.reason,
+        "goal": {
+            "event": goal["event"],
+            "within_days": goal["within_days"],
+            "until": iso(goal["until"]),
+        },
+        "steps": [
+            {
+                "n": step.n,
+                "due_at": iso(step.due_at),
+                "channel": step.channel,
+                "message_key": step.message_key,
+                "state": step.state,
+                "recorded_at": iso(step.recorded_at),
+                "outcome": step.outcome,
+                "detail": step.detail,
+                "reported_at": iso(step.reported_at),
+            }
+            for step in found.steps
+        ],
+    }

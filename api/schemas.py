@@ -14,11 +14,13 @@ from adapters.keys import KEY_ID_PATTERN, KEY_ROLES, MAX_KEY_NAME
 from api.problems import DOMAIN_PROBLEMS
 from domain.errors import InsufficientPoints
 from domain.eventlog import MAX_POSITION
-from domain.program import WHOLE_NUMBER_BOUNDS
+from domain.program import NAME_PATTERN, WHOLE_NUMBER_BOUNDS
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN)
 KEY_ID_RE = re.compile(KEY_ID_PATTERN)
+FOLLOWUP_ID_PATTERN = r"^[A-Za-z0-9._:~-]{1,128}$"
+FOLLOWUP_ID_RE = re.compile(FOLLOWUP_ID_PATTERN)
 DECIMAL_RE = re.compile(r"^[+-]?\d{1,16}(\.\d{1,16})?$")
 # RFC 3339 section 5.6: date, "T" (or space), time, optional fraction, and a mandatory offset.
 INSTANT_RE = re.compile(
@@ -47,8 +49,32 @@ def key_id_parameter(converter: KeyIdConverter) -> dict[str, Any]:
     return {"type": "string", "pattern": KEY_ID_PATTERN}
 
 
+class FollowupIdConverter(BaseConverter):
+    """A follow-up's id (the ledger chose it: plan~n~member); one that names no follow-up is a
+    404, so the check only keeps out what no id could hold."""
+
+    regex = "[^/]+"
+
+
+def followup_id_parameter(converter: FollowupIdConverter) -> dict[str, Any]:
+    return {"type": "string", "pattern": FOLLOWUP_ID_PATTERN, "example": "thank-you~3~cust-1001"}
+
+
+class PlanNameConverter(BaseConverter):
+    """A follow-up plan's name; the view's check makes a bad one a 422."""
+
+    regex = "[^/]+"
+
+
+def plan_name_parameter(converter: PlanNameConverter) -> dict[str, Any]:
+    return {"type": "string", "pattern": NAME_PATTERN.pattern, "example": "thank-you"}
+
+
 # What a path id must look like, by argument name; every other *_id is a caller-chosen id.
-PATH_IDS = {"key_id": (KEY_ID_RE, "must be key_ followed by 12 hex digits")}
+PATH_IDS = {
+    "key_id": (KEY_ID_RE, "must be key_ followed by 12 hex digits"),
+    "followup_id": (FOLLOWUP_ID_RE, "must be 1-128 characters of A-Za-z0-9._:~-"),
+}
 
 
 class Identifier(fields.String):

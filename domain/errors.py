@@ -122,3 +122,8 @@ class UnknownFollowupStep(NotFound):
 
 class StepNotDue(RuleViolation):
     """An outcome reported for a step the shop was never told of (not due yet, or withheld)."""
+
+
+class UnknownPlan(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no follow-up plan {name!r} was ever published")

@@ -34,6 +34,7 @@ from domain.errors import (
     UnknownGuarantee,
     UnknownMember,
     UnknownOrder,
+    UnknownPlan,
     UnknownRedemption,
     UnknownReferralCode,
     WrongCurrency,
@@ -51,7 +52,7 @@ from domain.members import (
     member_uuid,
     referral_code_for,
 )
-from domain.members.followups import FollowupStart, member_of
+from domain.members.followups import Followup, FollowupStart, member_of
 from domain.members.member import check_enrolment
 from domain.members.personal import (
     Erasure,
@@ -215,6 +216,13 @@ class Ledger(Application[UUID]):
         plans: FollowupPlans = self.repository.get(PLANS_ID, deepcopy_from_cache=False)
         return plans
 
+    def followup_plan(self, name: str) -> list[PlanVersion]:
+        """Every version of the plan ``name``, oldest first (the last is in force)."""
+        history = self.followup_plans().history(name)
+        if not history:
+            raise UnknownPlan(name)
+        return history
+
     def publish_plan(self, name: str, plan: Plan, cause: Cause | str) -> tuple[PlanVersion, bool]:
         """A new version of the plan ``name`` (False: the same as the one in force, nothing
         published)."""
@@ -249,19 +257,20 @@ class Ledger(Application[UUID]):
         outcome: str,
         detail: str | None,
         cause: Cause | str,
-    ) -> Written[Member]:
-        """Record what the shop reports became of a due step; the member's follow-ups after."""
+    ) -> Written[Followup]:
+        """Record what the shop reports became of a due step; the follow-up after (a copy,
+        taken under the member's lock)."""
         caused = Cause.of(cause)
         member_id = member_of(followup)
         if member_id is None:
             raise UnknownFollowup(followup)
         terms = self.terms()
 
-        def command(member: Member, now: datetime, partner: Member | None) -> tuple[Member, bool]:
+        def command(member: Member, now: datetime, partner: Member | None) -> tuple[Followup, bool]:
             done = member.report_followup_outcome(
                 followup, step, outcome, detail, terms, now, caused
             )
-            return member, done
+            return copy.deepcopy(member.followups.by_id[followup]), done
 
         try:
             return self.writes.change(member_id, command)
@@ -492,6 +501,18 @@ class Ledger(Application[UUID]):
             member = self.writes.member(uid, member_id).projected(self.clock.now(), terms)
             chosen = member.referral_order[after : after + limit]
             return [copy.deepcopy(member.referrals[r]) for r in chosen]
+
+    def member_followups(self, member_id: str) -> list[Followup]:
+        """The member's follow-ups, newest first (copies)."""
+        uid = member_uuid(member_id)
+        terms = self.terms()
+        with self.writes.lock(uid):
+            # As of now, like the status: a step due by now reads as recorded whether or not
+            # the scheduler has run since.
+            member = self.writes.member(uid, member_id).projected(
+                self.clock.now(), terms, notices=True
+            )
+            return [copy.deepcopy(f) for f in reversed(member.followups.by_id.values())]
 
     def member_status(self, member_id: str, as_of: datetime | None = None) -> MemberStatus:
         uid = member_uuid(member_id)

@@ -699,10 +699,11 @@ class Member(Aggregate):
     def promises(self) -> list[Promise]:
         return [p for purchase in self.purchases.values() if (p := purchase.promise()) is not None]
 
-    def projected(self, at: datetime, terms: Terms) -> Member:
+    def projected(self, at: datetime, terms: Terms, notices: bool = False) -> Member:
         """This member as it will be at ``at`` once due changes are recorded; self is untouched
-        (and is the answer when only notices are due: they change nothing it holds)."""
-        due = self.next_change_at()
+        (and is the answer when only notices are due: they change nothing the status shows).
+        ``notices``: with the notices too, for a read of what they change (follow-up steps)."""
+        due = self.next_due_at(terms) if notices else self.next_change_at()
         if due is None or due > at:
             return self
         future = copy.deepcopy(self)

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 from adapters.keys import mint_member_token, verify_member_token
+from domain.plans import DEFAULT_PLANS
 from tests.e2e.assertions import assert_problem
 from tests.e2e.conftest import START, Server
 
 PURCHASE = {"order_id": "A-1", "member_id": "ann", "amount": "10.00", "currency": "USD"}
+PLAN = DEFAULT_PLANS["thank-you"].to_dict()
 
 # (method, path, body, roles admitted besides admin); "member" means a token for member "ann".
 ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
@@ -29,6 +31,11 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/v1/keys", {"name": "n", "role": "auditor"}, set()),
     ("DELETE", "/v1/keys/key_000000000000", None, set()),
     ("POST", "/v1/members/ann/tokens/revocations", {}, {"storefront"}),
+    ("GET", "/v1/followup-plans", None, {"storefront", "auditor"}),
+    ("GET", "/v1/followup-plans/thank-you", None, {"storefront", "auditor"}),
+    ("PUT", "/v1/followup-plans/thank-you", PLAN, set()),
+    ("GET", "/v1/members/ann/followups", None, {"storefront", "auditor", "member"}),
+    ("POST", "/v1/followups/thank-you~1~ann/steps/1/outcome", {"outcome": "sent"}, {"storefront"}),
 ]
 ROLES = ["storefront", "auditor", "member", "admin"]
 

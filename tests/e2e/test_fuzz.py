@@ -9,10 +9,10 @@ headers and a body matching that status's schema. Two runs:
 - ``test_workflows``: sequences following the links schemathesis infers (enrol, then read the
   member, purchase, redeem, cancel...), each scenario on a fresh store.
 
-Every store is seeded (two members, three orders, a redemption), and hooks make half the
-generated path ids name those and half the generated purchases and programs acceptable (the
-program's currency, rules that fit together), so that requests get past 404 and 422 to the
-writes and reads behind them.
+Every store is seeded (two members, three orders, a redemption, a follow-up), and hooks make
+half the generated path ids name those and half the generated purchases, programs and plans
+acceptable (the program's currency, rules that fit together), so that requests get past 404 and
+422 to the writes and reads behind them.
 
 Deterministic: Hypothesis runs derandomized (the same requests every run) without an example
 database (its source-constants cache still goes to the gitignored ./.hypothesis, as for every
@@ -53,8 +53,12 @@ from adapters.keys import KeyStore
 from adapters.settings import Settings
 from api.app import create_app
 from api.bootstrap import bootstrap
+from api.context import EXTENSION
+from domain.actors import Cause
 from domain.clock import FixedClock
 from domain.ledger import Ledger
+from domain.members.followups import FollowupStart, followup_id
+from domain.plans import DEFAULT_PLANS
 from domain.program import ProgramRules
 from tests.e2e.conftest import START
 
@@ -110,7 +114,14 @@ def ndjson_text(ctx: Any, response: Any) -> str:
 schema = schemathesis.openapi.from_dict(served_document())
 DEFAULT_RULES = ProgramRules().to_dict()
 # What every store is seeded with (seed()), so that generated ids sometimes name something.
-SEEDED = {"member_id": ["ann", "bob"], "order_id": ["A-1", "A-2", "A-3"], "redemption_id": ["R-1"]}
+SEEDED = {
+    "member_id": ["ann", "bob"],
+    "order_id": ["A-1", "A-2", "A-3"],
+    "redemption_id": ["R-1"],
+    "followup_id": [followup_id("thank-you", 1, "ann")],
+    "name": ["thank-you", "win-back"],
+}
+THANK_YOU = DEFAULT_PLANS["thank-you"].to_dict()
 
 
 # A batch that imports: a new member, a purchase of it and of a seeded member, a refund.
@@ -145,6 +156,21 @@ def seed(app: Any, admin: dict[str, str]) -> None:
     app.config["FUZZ_CLOCK"].advance(timedelta(days=31))  # A-1's and A-2's points are available
     post("/v1/members/ann/redemptions", {"redemption_id": "R-1", "points": 10})
     post("/v1/purchases", {"order_id": "A-3", "member_id": "ann", **order})
+    # A follow-up of ann's (as the follow-up process would start it): step 1 due, step 2 not.
+    start = FollowupStart(
+        followup=SEEDED["followup_id"][0],
+        plan="thank-you",
+        plan_version=1,
+        group="treated",
+        trigger="first_purchase",
+        trigger_at=app.config["FUZZ_CLOCK"].now(),
+        steps=((0, "email", "thank-you/thanks"), (3, "email", "thank-you/useful-information")),
+        stop=None,
+        goal_event="purchase",
+        goal_days=30,
+        purchases_at_trigger=3,
+    )
+    app.extensions[EXTENSION].ledger.start_followup("ann", start, Cause.of("fuzz seed"))
 
 
 @schema.hook("flatmap_path_parameters")
@@ -196,6 +222,9 @@ def sometimes_acceptable(context: Any, body: Any) -> st.SearchStrategy[Any]:
         if isinstance(body.get("tier_period_days"), int):
             rules["tier_period_days"] = body["tier_period_days"]
         return st.sampled_from([body, rules])
+    if (operation.method.upper(), operation.path) == ("PUT", "/v1/followup-plans/{name}"):
+        # A generated plan may name tiers the program lacks or steps out of order: half publish.
+        return st.sampled_from([body, {**THANK_YOU, "holdout_percent": 20}])
     return st.just(body)
 
 

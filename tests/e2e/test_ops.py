@@ -22,15 +22,7 @@ PARAMETER = re.compile(r"\{[^}]*\}|<[^>]*>")  # OpenAPI and API.md {name}, Flask
 
 # Endpoints of API.md that a later issue builds, by issue. Each leaves this table in the change
 # that serves it: the test fails while a served endpoint is still listed here.
-LATER = {
-    15: {
-        "GET /v1/followup-plans",
-        "GET /v1/followup-plans/{name}",
-        "PUT /v1/followup-plans/{name}",
-        "GET /v1/members/{member_id}/followups",
-        "POST /v1/followups/{followup_id}/steps/{n}/outcome",
-    },
-}
+LATER: dict[int, set[str]] = {}
 # The OpenAPI document does not describe itself, nor its browsable page.
 SELF_DESCRIBED = {"GET /openapi.json", "GET /docs"}
 # Served beyond API.md: Flask's route for static files (the app has none, so it answers 404),

@@ -79,6 +79,12 @@ CONTRACT: list[tuple[DomainError, int, str, str]] = [
         "Unknown follow-up step",
     ),
     (errors.StepNotDue("later"), 422, "step-not-due", "Step not due"),
+    (
+        errors.UnknownPlan("thank-you"),
+        404,
+        "unknown-followup-plan",
+        "Unknown follow-up plan",
+    ),
 ]
 API_CONTRACT = {
     "invalid-input": (422, "Invalid input"),
