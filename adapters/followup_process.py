@@ -84,15 +84,18 @@ class FollowupProcess:
             if profile.purchases:
                 self.ranks.set(profile.member_id, profile.contribution(self._point_value(None)))
         self.started = 0  # follow-ups this process started (tests and metrics)
+        self.more = False  # the last page was full: more of the log may be waiting
 
     def catch_up(self) -> int:
         """One page of the log; how many events it read (0: none new)."""
         notifications = self.ledger.recorder.select_notifications(
             start=self.position + 1, limit=self.page
         )
+        # Judged before a full page loses its trailing command: that page is never "caught up".
+        self.more = len(notifications) == self.page
         if not notifications:
             return 0
-        if len(notifications) == self.page:
+        if self.more:
             notifications = whole_commands(notifications)
         page = _Page()
         mapper = self.ledger.mapper
@@ -323,14 +326,14 @@ class FollowupThread(BackgroundLoop):
                 try:
                     if self.process is None:
                         self.process = FollowupProcess(self.ledger, self.tables)
-                    read = self.process.catch_up()
+                    self.process.catch_up()
                 except Exception:
                     log.exception("follow-up pass failed; starting again from the tables")
                     self.process = None
                     self._stopping.wait(1.0)
                     continue
                 self.passed.set()
-                if read < PAGE:
+                if not self.process.more:
                     self._stopping.wait(self.poll_seconds)
         finally:
             if self.owns_tables:

@@ -251,8 +251,7 @@ class FollowupTables(TrackingRecorder):
                     for v in plans
                 ],
             )
-            for statement, params in statements:
-                t.run(statement, params)
+            t.run_each(statements)
         return True
 
     # The read models' answers.

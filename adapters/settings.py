@@ -124,6 +124,7 @@ class Settings:
         "DAIFUKU_LOG_FORMAT",
         "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE",
         "DAIFUKU_WEBHOOKS_RETENTION_DAYS",
+        "DAIFUKU_FOLLOWUPS",
     )
 
     database: Database
@@ -142,6 +143,8 @@ class Settings:
     # Webhook endpoints over plain http and on loopback or private addresses (development).
     webhooks_allow_private: bool = False
     webhooks_retention_days: int = 30  # finished deliveries and their attempts are kept this long
+    # The follow-up process in ``daifuku serve``'s background work; off only to measure its cost.
+    followups: bool = True
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -160,6 +163,7 @@ class Settings:
             log_format=_choice(env, "DAIFUKU_LOG_FORMAT", ("plain", "json")),
             webhooks_allow_private=_switch(env, "DAIFUKU_WEBHOOKS_ALLOW_PRIVATE"),
             webhooks_retention_days=_positive_int(env, "DAIFUKU_WEBHOOKS_RETENTION_DAYS", 30),
+            followups=_choice(env, "DAIFUKU_FOLLOWUPS", ("on", "off")) == "on",
         )
 
 

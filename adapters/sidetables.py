@@ -42,6 +42,11 @@ class Transaction(Protocol):
 
     def run_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def run_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Statements in order, their answers unread: PostgreSQL is sent them all before it
+        is waited for (pipeline mode), not one round trip each."""
+        ...
+
 
 class _SQLiteTransaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -52,6 +57,10 @@ class _SQLiteTransaction:
 
     def run_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         self._connection.executemany(statement, [tuple(row) for row in rows])
+
+    def run_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        for statement, params in statements:
+            self._connection.execute(statement, tuple(params))
 
 
 class _PostgresTransaction:
@@ -66,6 +75,12 @@ class _PostgresTransaction:
         if rows:
             with self._connection.cursor() as cursor:
                 cursor.executemany(statement.replace("?", "%s"), [tuple(row) for row in rows])
+
+    def run_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        if statements:
+            with self._connection.pipeline(), self._connection.cursor() as cursor:
+                for statement, params in statements:
+                    cursor.execute(statement.replace("?", "%s"), tuple(params))
 
 
 class SQLiteConnection:

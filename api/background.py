@@ -57,14 +57,15 @@ class BackgroundWork(DirtyApp):
             observe=lambda o, now: metrics.webhook_attempted(o.state, o.recorded_at, now),
             retention_days=settings.webhooks_retention_days,
         ).start()
-        self._followups = open_followup_thread(ledger, settings.database).start()
+        if settings.followups:
+            self._followups = open_followup_thread(ledger, settings.database).start()
         if settings.read_models == "views":
             self._views = open_member_status_view(ledger.env)
             self._projector = ProjectionThread(ledger, self._views, representations).start()
-        log.info(
-            "background work started: scheduler, webhook dispatcher, follow-up process%s",
-            " and projection worker" if self._projector else "",
-        )
+        started = ["scheduler", "webhook dispatcher"]
+        started += ["follow-up process"] if self._followups else []
+        started += ["projection worker"] if self._projector else []
+        log.info("background work started: %s", ", ".join(started))
 
     def __call__(self, action: str, *args: object, **kwargs: object) -> None:
         raise ValueError("the background work takes no requests")

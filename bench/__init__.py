@@ -20,7 +20,13 @@ and one each for the peer, the import and the scale phase):
    sample's lag is the time until the tracking position reached that head (so it is measured
    to within one interval, rounded up), and the p50/p99/max are over the samples of the
    measured window (all of them are in ``phases.load.worker_lag_series``); the worker is
-   stopped (SIGTERM) once it has caught up after the load;
+   stopped (SIGTERM) once it has caught up after the load. This server is ``gunicorn
+   api.wsgi:app``, without ``daifuku serve``'s background work: no scheduler, webhook
+   dispatcher or follow-up process runs beside this load. Then, each skippable, the same load
+   with webhooks and without (``bench/webhooks.py``, ``--no-webhooks``), and on ``daifuku
+   serve`` with its follow-up process and without (``bench/followups.py``, ``--no-followups``:
+   ``DAIFUKU_FOLLOWUPS=on``/``off``, A-B-A-B-A; targets: purchases/s with it over without
+   >= 0.9, within the noise, and its lag behind the log p99 <= 1 s);
 4. ceiling (``--no-ceiling`` skips it): ``bench.ceiling_app`` (a trivial Flask JSON POST that
    parses the purchase body and answers a small JSON body, no database) under gunicorn with the
    API's ``--workers``, ``--threads``, ``--worker-class`` and ``--gunicorn-args``, driven by the
@@ -78,10 +84,11 @@ and one each for the peer, the import and the scale phase):
    timestamps and pass or fail per target; the ratios to the raw ceilings (``ratio``,
    ``ratio_to_locked``, ``import_ratio``, ``replay_ratio``) are information, with no target.
 
-A module per phase (``load``, ``ceiling``, ``peer``, ``raw``, ``importing``, ``long_history``,
-``memory``, ``replay``, ``scale``; the worker's lag in ``worker_lag``, the imported history in
-``history``, the ceiling's WSGI app in ``ceiling_app``), ``report`` for the
-verdicts, the table and results.json, and ``run`` for the options and the order of the phases.
+A module per phase (``load``, ``webhooks``, ``followups``, ``ceiling``, ``peer``, ``raw``,
+``importing``, ``long_history``, ``memory``, ``replay``, ``scale``; the worker's lag in
+``worker_lag``, the imported history in ``history``, the ceiling's WSGI app in
+``ceiling_app``), ``report`` for the verdicts, the table and results.json, and ``run`` for the
+options and the order of the phases.
 
 The server is found the way the test suite finds one: ``DAIFUKU_BENCH_DATABASE_URL`` (or
 ``--database-url``), else a server on 127.0.0.1:5432 as user ``postgres``, else a throwaway cluster

@@ -31,9 +31,12 @@ def load_phase(
     run_id: str,
     url: str,
     again: str = "",
+    processes: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """``again``: a tag of a later load over the members of ``run_id``, enrolled before (its
-    orders are new ones)."""
+    orders are new ones); ``processes``: more processes of the server whose CPU is measured
+    (name -> pids, in ``cpu`` as ``<name>_cores``), such as ``daifuku serve``'s background
+    work."""
     members = [f"bench-{run_id}-m{i}" for i in range(args.members)]
     seconds = 0.0
     if not again:
@@ -47,7 +50,7 @@ def load_phase(
     ]
     jobs.append(("status", {**common, "seed": 10_000, "rate": args.status_rate}))
     lag: dict[str, Any] = {}
-    extra: dict[str, list[int]] = {}
+    extra: dict[str, list[int]] = dict(processes or {})
     started: list[float] = []
     with ExitStack() as stack:
         if args.worker_lag:
@@ -101,8 +104,7 @@ def load_phase(
     client_cores = sum(r["cpu"] for r in results) / (args.warmup + args.duration)
     busy_cores = cpu.result["machine_busy_fraction"] * (os.cpu_count() or 1)
     others = busy_cores - client_cores - cpu.result["api_workers_cores"]
-    others -= cpu.result["postgres_cores"] + cpu.result.get("projection_worker_cores", 0.0)
-    others -= cpu.result["bench_cores"]
+    others -= cpu.result["postgres_cores"] + sum(cpu.result[f"{name}_cores"] for name in extra)
     if others > 0.25:
         log(f"WARNING: other processes used {others:.2f} cores during the load: figures are low")
     return {

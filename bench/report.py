@@ -26,6 +26,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "webhook_delivery_lag_p99_s": ("<=", 2.0),
     # Purchases/s with the dispatcher over without it (A-B-A): "within the noise".
     "webhook_purchases_ratio": (">=", 0.9),
+    "followup_lag_p99_s": ("<=", 1.0),
+    # Purchases/s with the follow-up process over without it (A-B-A-B-A): "within the noise".
+    "followup_purchases_ratio": (">=", 0.9),
     "summary_p50_ratio": ("<=", 1.5),
     "summary_p50_ms": ("<", 100.0),
     "value_page_p50_ratio": ("<=", 1.5),
@@ -42,6 +45,7 @@ SKIPPED_MEMORY = "not measured (--no-memory-phase)"
 SKIPPED_REPLAY = "not measured (--no-replay-phase)"
 SKIPPED_LAG = "not measured (--no-worker-lag)"
 SKIPPED_WEBHOOKS = "not measured (--no-webhooks)"
+SKIPPED_FOLLOWUPS = "not measured (--no-followups)"
 SKIPPED_IMPORT = "not measured (--no-import-phase)"
 SKIPPED_CEILING = "not measured (--no-ceiling)"
 SKIPPED_PEER = "not measured (--no-peer)"
@@ -139,6 +143,11 @@ def print_table(figures: dict[str, Any], checks: dict[str, dict[str, Any]]) -> N
         ("webhook delivery lag p50 s", "webhook_delivery_lag_p50_s"),
         ("webhook delivery lag p99 s", "webhook_delivery_lag_p99_s"),
         ("dispatcher CPU ms per message", "webhook_dispatcher_cpu_ms_per_message"),
+        ("purchases/s with follow-ups", "followup_purchases_per_s"),
+        ("ratio with/without follow-ups", "followup_purchases_ratio"),
+        ("follow-up lag p50 s", "followup_lag_p50_s"),
+        ("follow-up lag p99 s", "followup_lag_p99_s"),
+        ("follow-up process CPU ms per event", "followup_process_cpu_ms_per_event"),
         ("events replayed", "replay_events"),
         ("replay events/s", "replay_events_per_s"),
         ("raw scan rows/s", "raw_scan_rows_per_s"),
@@ -210,6 +219,8 @@ def skipped_targets(args: argparse.Namespace) -> dict[str, str]:
     if not args.webhooks:
         skipped["webhook_delivery_lag_p99_s"] = SKIPPED_WEBHOOKS
         skipped["webhook_purchases_ratio"] = SKIPPED_WEBHOOKS
+    if not args.followups:
+        skipped["followup_lag_p99_s"] = skipped["followup_purchases_ratio"] = SKIPPED_FOLLOWUPS
     if not args.ceiling:
         skipped["ratio_to_ceiling"] = SKIPPED_CEILING
     if not args.peer:
@@ -255,6 +266,8 @@ def results(
         "worker_lag_p99_s": figures.get("worker_lag_p99_s"),
         "webhook_delivery_lag_p99_s": figures.get("webhook_delivery_lag_p99_s"),
         "webhook_purchases_ratio": figures.get("webhook_purchases_ratio"),
+        "followup_lag_p99_s": figures.get("followup_lag_p99_s"),
+        "followup_purchases_ratio": figures.get("followup_purchases_ratio"),
         **{name: figures.get(name) for name in SCALE_TARGETS},
         "targets": checks,
         "passed": passed(checks, skipped),

@@ -26,6 +26,7 @@ from bench.database import (
     redact,
     server_facts,
 )
+from bench.followups import followup_phase
 from bench.importing import import_phase
 from bench.load import load_phase
 from bench.long_history import long_history_phase
@@ -118,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "then without, --webhook-rounds times (A-B-A-B-A with the load phase)")  # fmt: skip
     add("--webhook-rounds", type=int, default=2,
         help="loads with webhooks, each then one without (after the load phase)")  # fmt: skip
+    add("--followups", action=argparse.BooleanOptionalAction, default=True,
+        help="the load on `daifuku serve` with its follow-up process and without "
+             "(DAIFUKU_FOLLOWUPS=on/off), interleaved: A-B-A-B-A by default")  # fmt: skip
+    add("--followup-rounds", type=int, default=2,
+        help="loads with the follow-up process, each then one without (after a first)")  # fmt: skip
     add("--lag-interval", type=float, default=0.05, help="seconds between lag samples")
     add("--worker-poll", type=float, default=0.2, help="`daifuku project --poll` (idle seconds)")
     add("--replay-phase", action=argparse.BooleanOptionalAction, default=True,
@@ -145,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--results", type=Path, default=RESULTS, help="where to write the JSON results")
     args = parser.parse_args(argv)
     for name in ("clients", "members", "raw_writers", "workers", "threads", "memory_clients",
-                 "bulk_clients", "raw_scan_page", "scale_calls", "webhook_rounds"):  # fmt: skip
+                 "bulk_clients", "raw_scan_page", "scale_calls", "webhook_rounds",
+                 "followup_rounds"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.import_members < 1 or args.import_records < args.import_members:
@@ -202,6 +209,16 @@ def run_phases(
             f"{figures['webhook_delivery_lag_p99_s']} s; purchases/s with them over without "
             f"{figures['webhook_purchases_ratio']} "
             f"({figures['webhook_dispatcher_cpu_ms_per_message']} ms CPU a message)")  # fmt: skip
+
+    if args.followups:  # servers of their own; the API stands idle
+        phases["followups"] = followup_phase(args, key, run_id, url)
+        figures.update(
+            {k: v for k, v in phases["followups"].items() if not isinstance(v, dict | list)}
+        )
+        log(f"  follow-ups: lag p50 {figures['followup_lag_p50_s']} s, p99 "
+            f"{figures['followup_lag_p99_s']} s; purchases/s with the process over without "
+            f"{figures['followup_purchases_ratio']} "
+            f"({figures['followup_process_cpu_ms_per_event']} ms CPU an event)")  # fmt: skip
 
     if args.ceiling:  # beside the load, while the API stands idle
         phases["ceiling"] = ceiling_phase(args, run_id)
@@ -313,6 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "worker_lag": args.worker_lag,
         "webhooks": args.webhooks,
         "webhook_rounds": args.webhook_rounds,
+        "followups": args.followups,
+        "followup_rounds": args.followup_rounds,
         "lag_interval_s": args.lag_interval,
         "worker_poll_s": args.worker_poll,
         "replay_phase": args.replay_phase,

@@ -243,3 +243,43 @@ def proc_status(pid: int) -> dict[str, int]:
             if key in values:
                 values[key] = int(rest.split()[0])
     return values
+
+
+class ServeServer(Server):
+    """``daifuku serve``: the API under gunicorn with its background work (scheduler, projection,
+    webhook dispatcher, follow-up process) in gunicorn's dirty worker, as deployed. Its
+    children: the HTTP workers and the dirty arbiter, whose one child is the dirty worker."""
+
+    def __init__(
+        self, database_url: str, workers: int, threads: int, env: dict[str, str], name: str
+    ) -> None:
+        super().__init__(database_url, workers, threads, "gthread", env=env, name=name)
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "daifuku"), "serve",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", str(self.workers),
+            "--threads", str(self.threads),
+        ]  # fmt: skip
+
+    def worker_pids(self) -> list[int]:
+        """The HTTP workers (the children with none of their own)."""
+        return [pid for pid in super().worker_pids() if not children_of(pid)]
+
+    def background_pids(self) -> list[int]:
+        """The dirty worker (the dirty arbiter's child)."""
+        return [pid for child in super().worker_pids() for pid in children_of(child)]
+
+    def wait_background(self, timeout: float = 60.0) -> str:
+        """The background work's line saying what it started, once it is logged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in reversed(self.log_tail(20_000).splitlines()):
+                if "background work started:" in line:
+                    return line.split("background work started:", 1)[1].strip()
+            if not self.running():
+                break
+            time.sleep(0.2)
+        raise BenchError(f"`daifuku serve` started no background work:\n{self.log_tail()}")

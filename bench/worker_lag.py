@@ -1,5 +1,5 @@
 """The projection worker (``daifuku project``) beside the load, and how far it lags behind the
-writers."""
+writers (how far any follower of the log does: the follow-up process too, bench/followups.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -73,42 +74,57 @@ class ProjectionWorkerProcess:
             return ""
 
 
+class Follower(Protocol):
+    """The process that moves a position along the log (a projection worker, a server)."""
+
+    def running(self) -> bool: ...
+
+    def log_tail(self, size: int = 3000) -> str: ...
+
+
 class LogPositions:
-    """The head of the event log and the member-status view's position, in one statement."""
+    """The head of the event log and a follower's position, in one statement: the
+    member-status view's here (``tracked`` and ``key``: its position's query and parameter)."""
+
+    follower = "the projection worker"
 
     def __init__(self, url: str, events: str) -> None:
         from adapters.views import TRACKING_TABLE  # noqa: PLC0415
         from domain.ledger import Ledger  # noqa: PLC0415
 
         self.conn = psycopg.connect(url, autocommit=True)
-        self.application_name = Ledger.name
-        self.statement = sql.SQL(
-            "SELECT (SELECT max(notification_id) FROM {0}), "
-            "(SELECT max(notification_id) FROM {1} WHERE application_name = %s)"
-        ).format(sql.Identifier(events), sql.Identifier(TRACKING_TABLE))
+        self.key = Ledger.name
+        tracked = sql.SQL("SELECT max(notification_id) FROM {} WHERE application_name = %s")
+        self.statement = self.statement_of(events, tracked.format(sql.Identifier(TRACKING_TABLE)))
+
+    @staticmethod
+    def statement_of(events: str, tracked: sql.Composable) -> sql.Composed:
+        return sql.SQL("SELECT (SELECT max(notification_id) FROM {0}), ({1})").format(
+            sql.Identifier(events), tracked
+        )
 
     def read(self) -> tuple[int, int]:
         """(head, tracked): 0 for an empty log or a view that has tracked nothing yet."""
-        row = self.conn.execute(self.statement, (self.application_name,), prepare=True).fetchone()
+        row = self.conn.execute(self.statement, (self.key,), prepare=True).fetchone()
         assert row is not None
         return int(row[0] or 0), int(row[1] or 0)
 
-    def wait_caught_up(self, worker: ProjectionWorkerProcess, timeout: float) -> float:
-        """Seconds until the view's position reaches the head (its table may not exist yet)."""
+    def wait_caught_up(self, worker: Follower, timeout: float) -> float:
+        """Seconds until the position reaches the head (its table may not exist yet)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if not worker.running():
-                raise BenchError(f"the projection worker stopped:\n{worker.log_tail()}")
+                raise BenchError(f"{self.follower} stopped:\n{worker.log_tail()}")
             try:
                 head, tracked = self.read()
             except psycopg.errors.UndefinedTable:
-                pass  # the worker has not created the view's tables yet
+                pass  # the follower has not created its tables yet
             else:
                 if tracked >= head:
                     return time.monotonic() - started
             time.sleep(0.1)
         raise BenchError(
-            f"the projection worker did not catch up within {timeout:g} s:\n{worker.log_tail()}"
+            f"{self.follower} did not catch up within {timeout:g} s:\n{worker.log_tail()}"
         )
 
     def close(self) -> None:
@@ -123,10 +139,17 @@ class LagSampler:
     lag computed from them is never less than the real one.
     """
 
-    def __init__(self, url: str, events: str, interval: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        events: str,
+        interval: float,
+        positions: Callable[[str, str], LogPositions] = LogPositions,
+    ) -> None:
         self.url = url
         self.events = events
         self.interval = interval
+        self.positions = positions
         self.samples: list[tuple[float, float, int, int]] = []
         self.failure: BaseException | None = None
         self._stop = threading.Event()
@@ -138,7 +161,7 @@ class LagSampler:
 
     def _run(self) -> None:
         try:
-            positions = LogPositions(self.url, self.events)
+            positions = self.positions(self.url, self.events)
             try:
                 next_at = time.monotonic()
                 while not self._stop.is_set():
@@ -153,21 +176,19 @@ class LagSampler:
         except BaseException as error:  # reported by stop()
             self.failure = error
 
-    def wait_caught_up(
-        self, since: float, worker: ProjectionWorkerProcess, timeout: float
-    ) -> float:
+    def wait_caught_up(self, since: float, worker: Follower, timeout: float) -> float:
         """Seconds after ``since`` until the position reached the head read at ``since``."""
         target = max((s[2] for s in self.samples if s[0] <= since), default=0)
         while time.monotonic() - since < timeout:
             if self.failure is not None:
                 raise BenchError(f"the lag sampler failed: {self.failure!r}")
             if not worker.running():
-                raise BenchError(f"the projection worker stopped:\n{worker.log_tail()}")
+                raise BenchError(f"the follower of the log stopped:\n{worker.log_tail()}")
             for _before, after, _head, tracked in list(self.samples):
                 if tracked >= target:
                     return max(after - since, 0.0)
             time.sleep(self.interval)
-        raise BenchError(f"the projection worker was still behind {timeout:g} s after the load")
+        raise BenchError(f"the follower of the log was still behind {timeout:g} s after the load")
 
     def stop(self) -> None:
         self._stop.set()
@@ -178,9 +199,10 @@ class LagSampler:
 
 
 def lag_figures(
-    samples: list[tuple[float, float, int, int]], start: float, end: float
+    samples: list[tuple[float, float, int, int]], start: float, end: float, name: str = "worker"
 ) -> dict[str, Any]:
-    """Each sample's lag: from when its head was read until a position at least as far was."""
+    """Each sample's lag: from when its head was read until a position at least as far was;
+    ``name`` begins the figures' names."""
     tracked = [s[3] for s in samples]  # never decreases: the position only moves forward
     lags: list[float] = []
     series: dict[str, list[Any]] = {"t_s": [], "lag_s": [], "head": [], "position": []}
@@ -199,18 +221,18 @@ def lag_figures(
     inside = [s for s in samples if start <= s[0] < end]
     seconds = inside[-1][0] - inside[0][0] if len(inside) > 1 else math.nan
     return {
-        "worker_lag_samples": len(lags),
-        "worker_lag_unresolved": unresolved,
-        "worker_lag_p50_s": round(percentile(lags, 50), 3),
-        "worker_lag_p90_s": round(percentile(lags, 90), 3),
-        "worker_lag_p99_s": round(percentile(lags, 99), 3),
-        "worker_lag_max_s": round(max(lags, default=math.nan), 3),
-        "worker_lag_mean_s": round(statistics.fmean(lags), 3) if lags else math.nan,
+        f"{name}_lag_samples": len(lags),
+        f"{name}_lag_unresolved": unresolved,
+        f"{name}_lag_p50_s": round(percentile(lags, 50), 3),
+        f"{name}_lag_p90_s": round(percentile(lags, 90), 3),
+        f"{name}_lag_p99_s": round(percentile(lags, 99), 3),
+        f"{name}_lag_max_s": round(max(lags, default=math.nan), 3),
+        f"{name}_lag_mean_s": round(statistics.fmean(lags), 3) if lags else math.nan,
         "writers_events_per_s": (
             round((inside[-1][2] - inside[0][2]) / seconds, 1) if seconds > 0 else math.nan
         ),
-        "worker_events_per_s": (
+        f"{name}_events_per_s": (
             round((inside[-1][3] - inside[0][3]) / seconds, 1) if seconds > 0 else math.nan
         ),
-        "worker_lag_series": series,  # every sample of the window (kept in the phase only)
+        f"{name}_lag_series": series,  # every sample of the window (kept in the phase only)
     }

@@ -183,6 +183,7 @@ def _figures(**changes: float) -> dict[str, float]:
         "value_class_page_p50_ratio": 1.4, "value_class_page_p50_ms": 40.0,
         "ratio": 0.01, "replay_ratio": 0.01, "import_ratio": 0.01,
         "webhook_delivery_lag_p99_s": 0.5, "webhook_purchases_ratio": 0.98,
+        "followup_lag_p99_s": 0.4, "followup_purchases_ratio": 0.97,
     }  # fmt: skip
     return {**met, **changes}
 
@@ -199,7 +200,8 @@ def test_raw_ratios_are_information_and_decide_nothing() -> None:
     ("name", "value"),
     [("ratio_to_ceiling", 0.29), ("ratio_to_peer", 0.99), ("summary_p50_ms", 100.0),
      ("value_class_page_p50_ratio", 1.51), ("status_read_p99_ms", 20.1),
-     ("webhook_delivery_lag_p99_s", 2.1), ("webhook_purchases_ratio", 0.85)],
+     ("webhook_delivery_lag_p99_s", 2.1), ("webhook_purchases_ratio", 0.85),
+     ("followup_lag_p99_s", 1.01), ("followup_purchases_ratio", 0.89)],
 )  # fmt: skip
 def test_each_anchor_target_decides(name: str, value: float) -> None:
     checks = verdicts(_figures(**{name: value}), {})
@@ -208,10 +210,13 @@ def test_each_anchor_target_decides(name: str, value: float) -> None:
 
 
 def test_skipped_phases_name_their_targets() -> None:
-    args = parse_args(["--no-ceiling", "--no-peer", "--no-scale-phase", "--no-webhooks"])
+    args = parse_args(
+        ["--no-ceiling", "--no-peer", "--no-scale-phase", "--no-webhooks", "--no-followups"]
+    )
     skipped = skipped_targets(args)
     assert {"ratio_to_ceiling", "ratio_to_peer", "summary_p50_ms"} <= skipped.keys()
     assert {"webhook_delivery_lag_p99_s", "webhook_purchases_ratio"} <= skipped.keys()
+    assert {"followup_lag_p99_s", "followup_purchases_ratio"} <= skipped.keys()
     assert skipped["value_page_p50_ratio"] == SKIPPED_SCALE
     one = skipped_targets(parse_args(["--scale-members", "5000"]))
     assert one["summary_p50_ratio"] == SKIPPED_ONE_SIZE and "summary_p50_ms" not in one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.followup_process import FollowupProcess, run_until_caught_up
+from adapters.followup_process import NAME, FollowupProcess, FollowupThread, run_until_caught_up
 from adapters.followup_tables import FollowupTables
 from adapters.sidetables import SQLiteConnection
 from adapters.vault import Vault
@@ -400,3 +401,25 @@ def test_a_member_read_from_its_snapshot_holds_its_follow_ups(clock: FixedClock)
     assert vars(read) == vars(folded)
     assert len(read.followups) == 3 and read.followups.active
     assert read.next_due_at(ledger.terms()) == folded.next_due_at(ledger.terms())
+
+
+def test_the_thread_reads_page_after_page_and_waits_only_once_caught_up(
+    shop: Shop, ledger: Ledger, tables: FollowupTables
+) -> None:
+    """A full page means more may be waiting, even when its last command is left for the
+    next page: a process behind the log does not pause between pages."""
+    for n in range(4):
+        shop.enrol(f"m{n}")
+    thread = FollowupThread(ledger, tables, poll_seconds=30)
+    thread.process = FollowupProcess(ledger, tables, page=2)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if tables.max_tracking_id(NAME) == ledger.recorder.max_notification_id():
+                break
+            time.sleep(0.01)
+        assert tables.max_tracking_id(NAME) == ledger.recorder.max_notification_id()
+        assert thread.process.started == 4  # each member's prospect
+    finally:
+        thread.stop()

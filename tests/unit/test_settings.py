@@ -91,6 +91,12 @@ def test_the_scheduler_switch(raw: str, on: bool) -> None:
     assert Settings.from_environ({"DAIFUKU_RUN_SCHEDULER": raw}).run_scheduler is on
 
 
+@pytest.mark.parametrize(("raw", "on"), [("on", True), ("off", False), ("", True)])
+def test_the_followup_process_switch(raw: str, on: bool) -> None:
+    assert Settings.from_environ({"DAIFUKU_FOLLOWUPS": raw}).followups is on
+    assert Settings.from_environ({}).followups is True
+
+
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
@@ -100,6 +106,8 @@ def test_the_scheduler_switch(raw: str, on: bool) -> None:
         ("DAIFUKU_SNAPSHOT_INTERVAL", "ten"),
         ("DAIFUKU_TOKEN_TTL_SECONDS", "-1"),
         ("DAIFUKU_READ_MODELS", "cache"),
+        ("DAIFUKU_FOLLOWUPS", "1"),
+        ("DAIFUKU_FOLLOWUPS", "On"),
         ("DAIFUKU_READ_WAIT_SECONDS", "61"),
         ("DAIFUKU_READ_WAIT_SECONDS", "soon"),
         ("DAIFUKU_DATABASE_URL", "mysql://db/x"),
