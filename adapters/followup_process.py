@@ -51,6 +51,9 @@ from domain.program import PROGRAM_ID, Program, ProgramRules
 log = logging.getLogger(__name__)
 NAME = "followups"  # the process's tracking name
 PAGE = 500
+# Follow-ups started in one transaction: one commit for several, yet few members in each, so
+# that another process's write to one of them (which makes them start one at a time) is rare.
+START_BATCH = 10
 POLL_SECONDS = 0.2
 MEMBER_PREFIX = "domain.members:Member."
 PUBLISHED = get_topic(FollowupPlans.Published)
@@ -116,10 +119,9 @@ class FollowupProcess:
             group.append((self._apply(notification, event, page), event))
         if group:
             self._decide(group, page)
-        for member_id, start in page.starts:
-            self.ledger.start_followup(
-                member_id, start, Cause(f"followup:{start.followup}", PROCESS)
-            )
+        starts = [(m, s, Cause(f"followup:{s.followup}", PROCESS)) for m, s in page.starts]
+        for first in range(0, len(starts), START_BATCH):
+            self.ledger.start_followups(starts[first : first + START_BATCH])
         last = notifications[-1].id
         if not self.tables.write(
             NAME,

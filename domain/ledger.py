@@ -250,6 +250,36 @@ class Ledger(Application[UUID]):
 
         return self.writes.change(member_id, command)
 
+    def start_followups(self, starts: list[tuple[str, FollowupStart, Cause]]) -> int:
+        """Start several follow-ups the process decided on in one transaction: one lock of the
+        event store and one commit for them all, which is what keeps the process up with a
+        busy log. If another process changed one of the members meanwhile, each is started on
+        its own instead. How many started (a second start of one records nothing)."""
+        terms = self.terms()
+        writes = self.writes
+        uids = [member_uuid(member_id) for member_id, _, _ in starts]
+        with writes.locks(uids):
+            now = self.clock.now()
+            members: dict[str, Member] = {}
+            started = 0
+            try:
+                for member_id, start, cause in starts:
+                    member = members.get(member_id)
+                    if member is None:
+                        member = writes.member(member_uuid(member_id), member_id)
+                        members[member_id] = member
+                    started += member.start_followup(start, terms, now, cause)
+                changed = [m for m in members.values() if m.pending_events]
+                if changed:
+                    writes.save(*changed)
+                return started
+            except IntegrityError:
+                writes.evict(*uids)
+            except BaseException:
+                writes.evict(*uids)
+                raise
+        return sum(self.start_followup(*start).value for start in starts)
+
     def report_followup_outcome(
         self,
         followup: str,

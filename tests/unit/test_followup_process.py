@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -423,3 +424,43 @@ def test_the_thread_reads_page_after_page_and_waits_only_once_caught_up(
         assert thread.process.started == 4  # each member's prospect
     finally:
         thread.stop()
+
+
+def test_the_follow_ups_a_page_starts_are_saved_together(
+    shop: Shop, ledger: Ledger, process: FollowupProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One commit (and one lock of the event store) for several members' starts."""
+    for n in range(3):
+        shop.enrol(f"m{n}")
+    save = ledger.writes.save
+    saves: list[int] = []
+
+    def counted(*aggregates: Any) -> int:
+        saves.append(len(aggregates))
+        return save(*aggregates)
+
+    monkeypatch.setattr(ledger.writes, "save", counted)
+    run_until_caught_up(process)
+    assert saves == [3]
+    assert [len(shop.events(f"m{n}", kind="FollowupStarted")) for n in range(3)] == [1, 1, 1]
+
+
+def test_starts_met_by_another_writer_are_started_one_by_one(
+    shop: Shop, ledger: Ledger, process: FollowupProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        shop.enrol(f"m{n}")
+    save = ledger.writes.save
+    saves: list[int] = []
+
+    def conflicting_once(*aggregates: Any) -> int:
+        saves.append(len(aggregates))
+        if len(saves) == 1:  # another process wrote to one of the members meanwhile
+            raise IntegrityError("member version taken")
+        return save(*aggregates)
+
+    monkeypatch.setattr(ledger.writes, "save", conflicting_once)
+    run_until_caught_up(process)
+    assert saves == [3, 1, 1, 1]
+    assert [len(shop.events(f"m{n}", kind="FollowupStarted")) for n in range(3)] == [1, 1, 1]
+    assert process.started == 3
