@@ -142,6 +142,7 @@ def _round(
                 lag_max_s=window["followup_lag_max_s"],
                 lag_unresolved=window["followup_lag_unresolved"],
                 caught_up_after_s=round(drained, 3),
+                lag_series=window["followup_lag_series"],  # every sample of the window
             )
         else:
             figures.update(lags=[], caught_up_after_s=0.0)
