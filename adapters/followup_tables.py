@@ -189,7 +189,12 @@ class FollowupTables(TrackingRecorder):
     # Tracking (the library's interface).
 
     def insert_tracking(self, tracking: Tracking) -> None:
-        raise NotImplementedError("the position is written with its page: write()")
+        """Move the position on alone (the process writes it with its page: ``write``)."""
+        self.db.run(
+            "INSERT INTO daifuku_followup_tracking (name, position) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            (tracking.application_name, tracking.notification_id),
+        )
 
     def max_tracking_id(self, application_name: str) -> int | None:
         rows = self.db.run(

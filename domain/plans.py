@@ -23,7 +23,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.actors import Cause
 from domain.errors import InvalidInput
-from domain.program import NAME_PATTERN, NAMESPACE
+from domain.program import NAME_PATTERN, NAMESPACE, _Reader
 
 PLANS_ID = uuid5(NAMESPACE, "followup-plans")
 
@@ -122,7 +122,7 @@ class Plan:
         """The plan a document describes, checked; ``tiers``: the program's tier names, which
         an audience's tiers must be among. Every problem is reported at once."""
         reader = _PlanReader(tiers)
-        plan = reader.read(data)
+        plan = reader.read_plan(data)
         if reader.errors:
             raise InvalidInput(reader.errors)
         return plan
@@ -264,7 +264,7 @@ def version_of(
     name: str, version: int, published_at: datetime, plan: dict[str, Any]
 ) -> PlanVersion:
     """A stored plan (it was checked when published: read as it was)."""
-    return PlanVersion(name, version, published_at, _PlanReader(None).read(plan))
+    return PlanVersion(name, version, published_at, _PlanReader(None).read_plan(plan))
 
 
 def check_name(name: str) -> None:
@@ -272,35 +272,12 @@ def check_name(name: str) -> None:
         raise InvalidInput({"name": ["must be 1-32 characters of a-z, 0-9 and '-'"]})
 
 
-class _PlanReader:
+class _PlanReader(_Reader):
+    """The program's reader of documents (field paths, every problem at once), for a plan."""
+
     def __init__(self, tiers: tuple[str, ...] | None) -> None:
-        self.tiers = tiers
-        self.errors: dict[str, list[str]] = {}
-
-    def fail(self, path: str, message: str) -> None:
-        self.errors.setdefault(path, []).append(message)
-
-    def obj(self, value: Any, path: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(path or "plan", "must be an object")
-            return {}
-        return value
-
-    def known(self, value: dict[str, Any], path: str, allowed: set[str]) -> None:
-        for key in sorted(value):
-            if key not in allowed:
-                self.fail(f"{path}.{key}" if path else key, "unknown field")
-
-    def whole(self, value: Any, path: str, low: int, high: int, default: int) -> int:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, "must be a whole number")
-            return default
-        if not low <= value <= high:
-            self.fail(path, f"must be between {low} and {high}")
-            return default
-        return value
+        super().__init__(None)
+        self.tier_names = tiers
 
     def choice(self, value: Any, path: str, allowed: tuple[str, ...]) -> str:
         if value not in allowed:
@@ -322,8 +299,8 @@ class _PlanReader:
             self.fail(path, "names a value twice")
         return tuple(value)
 
-    def read(self, data: Any) -> Plan:
-        top = self.obj(data, "")
+    def read_plan(self, data: Any) -> Plan:
+        top = self.obj(data, "plan")
         self.known(
             top,
             "",
@@ -407,7 +384,7 @@ class _PlanReader:
                 audience.get("value_class"), "audience.value_class", VALUE_CLASSES
             ),
             stages=self.choices(audience.get("stage"), "audience.stage", STAGES),
-            tiers=self.choices(audience.get("tier"), "audience.tier", self.tiers),
+            tiers=self.choices(audience.get("tier"), "audience.tier", self.tier_names),
             referred=referred,
         )
 

@@ -230,6 +230,9 @@ class _Reader:
 
     def integer(self, value: Any, path: str, default: int) -> int:
         low, high = WHOLE_NUMBER_BOUNDS[re.sub(r"\.\d+\.", ".*.", path)]
+        return self.whole(value, path, low, high, default)
+
+    def whole(self, value: Any, path: str, low: int, high: int, default: int) -> int:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Tracking
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -464,3 +464,11 @@ def test_starts_met_by_another_writer_are_started_one_by_one(
     assert saves == [3, 1, 1, 1]
     assert [len(shop.events(f"m{n}", kind="FollowupStarted")) for n in range(3)] == [1, 1, 1]
     assert process.started == 3
+
+
+def test_the_tables_take_a_position_alone_as_the_library_records_one(
+    tables: FollowupTables,
+) -> None:
+    tables.insert_tracking(Tracking(NAME, 7))
+    tables.insert_tracking(Tracking(NAME, 9))
+    assert tables.max_tracking_id(NAME) == 9
