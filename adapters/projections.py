@@ -38,6 +38,7 @@ from adapters.views import (
 from domain import analytics, value
 from domain.ledger import Ledger
 from domain.members import MadeReferral, Member, MemberStatus, Purchase, Terms, member_uuid
+from domain.members.events import MemberEvent
 from domain.program import PROGRAM_ID, Program
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,10 @@ class MemberStatusProjection(Projection[MemberStatusView]):
             self._program = self._fold_program(event)
             if isinstance(event, Program.Published):
                 self._restate(event.timestamp, tracking, touched)
-        elif isinstance(event, Member.Enrolled | Member.Changed):
+        # ``MemberEvent`` is the base of every later member event; ``Member.Changed`` is not:
+        # the aggregate redefines only the events named in its body (a step event derives
+        # from a base of the follow-ups module, so it is no ``Member.Changed``).
+        elif isinstance(event, Member.Enrolled | MemberEvent):
             member = self._fold_member(event)
             moment: datetime = event.timestamp
             terms = self._terms_at(moment, tracking)

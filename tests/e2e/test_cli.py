@@ -182,8 +182,14 @@ def test_serve_answers_and_stops_on_sigterm(sqlite_url: str) -> None:
         call("/v1/members", {"member_id": "ann", "email": "ann@example.com"})
         order = {"order_id": "A-1", "member_id": "ann", "amount": "12.00", "currency": "USD"}
         _, bought = call("/v1/purchases", order)
-        # The embedded worker brings the views to the purchase: they answer, and include it.
-        headers, status = call(f"/v1/members/ann?after={bought['position']}")
+        # The embedded worker brings the views to the purchase: they answer, and include it
+        # (once they have applied what the follow-up process and scheduler wrote after it).
+        deadline = time.monotonic() + 30
+        while True:
+            headers, status = call(f"/v1/members/ann?after={bought['position']}")
+            if headers["Daifuku-Read-From"] == "view" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert headers["Daifuku-Read-From"] == "view"
         assert status["points"]["pending"] == 12
         process.send_signal(signal.SIGTERM)

@@ -15,13 +15,17 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from adapters.followup_process import FollowupProcess, run_until_caught_up
+from adapters.followup_tables import FollowupTables
 from adapters.projections import MemberStatusProjection, ProjectionWorker, replay
 from adapters.settings import Database
+from adapters.sidetables import SQLiteConnection
 from adapters.verification import MISSING_LIVE, verify_member_status
 from adapters.views import MemberStatusRow, MemberStatusView, open_member_status_view
 from api import representations
 from domain.clock import FixedClock
 from domain.ledger import Ledger
+from domain.members import member_uuid
 from domain.program import ProgramRules
 from tests.answers import answers
 
@@ -281,3 +285,38 @@ def test_a_rebuild_writes_each_changed_row_once_per_stretch_of_events_not_once_a
     assert rows(counted.view) == rows(paged.view) == rows(view)
     counted.view.close()
     paged.view.close()
+
+
+def test_every_follow_up_event_moves_its_members_row_on(database_url: str) -> None:
+    """A step falling due (or withheld) is a member event like any other: the row applies it,
+    so the view stays current for the member and reads keep coming from it."""
+    clock = FixedClock(START)
+    with open_ledger(database_url, clock) as ledger:
+        buyers = [f"c{n}" for n in range(12)]
+        for n, member_id in enumerate(buyers):
+            answers(ledger).enrol(member_id, f"{member_id}@example.com", None, "t")
+            amount = Decimal(10 + 40 * n)
+            answers(ledger).record_purchase(
+                f"o-{n}", member_id, amount, "USD", None, [], None, "t"
+            )  # fmt: skip
+        process = FollowupProcess(ledger, FollowupTables(SQLiteConnection(":memory:")))
+        run_until_caught_up(process)
+        for days in (0, 3, 7):
+            clock.set(START + timedelta(days=days, hours=1))
+            ledger.record_due()
+        topics = {
+            event["type"] for member_id in buyers for event in ledger.member_events(member_id)
+        }
+        assert {"FollowupStepDue", "FollowupStepWithheld"} <= topics, topics
+        view = open_member_status_view(ledger.env)
+        try:
+            catch_up(ledger, view)
+            recorder: Any = ledger.recorder
+            for member_id in buyers:
+                row = view.current_row(
+                    member_id, member_uuid(member_id), recorder.events_table_name
+                )
+                assert row is not None, member_id
+                assert row.version == len(ledger.member_events(member_id, limit=1000))
+        finally:
+            view.close()
