@@ -20,8 +20,16 @@ class DueIndex:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.due: dict[UUID, datetime] = {}
+        # The member version each entry was found at: a member the log shows changed is
+        # loaded again only if it changed after that (not for this process's own writes).
+        self.known: dict[UUID, int] = {}
         self.scanned_to = 0
         self.lock = threading.Lock()
+        # What this process's own writes found (``noted``), taken in by the next run: a
+        # writer never waits for a run in progress.
+        self.following = False
+        self._noted: dict[UUID, tuple[int, datetime | None, tuple[int, int, int]]] = {}
+        self._noted_lock = threading.Lock()
         self.notice_days: tuple[int, int, int] | None = (
             None  # the rules the due times were found by
         )
@@ -29,23 +37,22 @@ class DueIndex:
     def record(self, now: datetime, cause: Cause | None = None) -> int:
         """Record every change due by ``now``; how many were recorded."""
         with self.lock:
+            self.following = True
             run = cause or Cause(f"scheduler:{now.isoformat()}", SCHEDULER)
             terms = self.ledger.terms()
-            rules = terms.rules
-            notice_days = (
-                rules.expiry_notice_days,
-                rules.guarantee_notice_days,
-                rules.dormant_days,
-            )
+            notice_days = days_of(terms)
             if notice_days != self.notice_days:
                 # Notices and dormancy fall due by the program's days: other days, other
                 # times, every member's.
                 self.due.clear()
+                self.known.clear()
                 self.scanned_to = 0
                 self.notice_days = notice_days
+            self._take_noted()
             for changed, scanned_to in eventlog.changed_members(self.ledger, self.scanned_to):
-                for uid in changed:
-                    self._remember(uid, terms)
+                for uid, version in changed.items():
+                    if self.known.get(uid, 0) < version:
+                        self._remember(uid, terms)
                 self.scanned_to = scanned_to
             recorded = 0
             for uid in [uid for uid, due in self.due.items() if due <= now]:
@@ -57,6 +64,29 @@ class DueIndex:
         with writes.lock(uid):
             member: Member = self.ledger.repository.get(uid, deepcopy_from_cache=False)
             due = member.next_due_at(terms)
+            self._set(uid, member.version, due)
+
+    def noted(self, members: list[Member], terms: Terms) -> None:
+        """Members this process has just saved (under their locks): their next due times,
+        so that the next run need not load them again."""
+        days = days_of(terms)
+        found = [(member.id, member.version, member.next_due_at(terms)) for member in members]
+        with self._noted_lock:
+            for uid, version, due in found:
+                kept = self._noted.get(uid)
+                if kept is None or kept[0] < version:
+                    self._noted[uid] = (version, due, days)
+
+    def _take_noted(self) -> None:
+        with self._noted_lock:
+            noted, self._noted = self._noted, {}
+        for uid, (version, due, days) in noted.items():
+            # A time found under other notice days is not this index's: the scan finds it.
+            if days == self.notice_days and self.known.get(uid, 0) < version:
+                self._set(uid, version, due)
+
+    def _set(self, uid: UUID, version: int, due: datetime | None) -> None:
+        self.known[uid] = version
         if due is None:
             self.due.pop(uid, None)
         else:
@@ -73,3 +103,9 @@ class DueIndex:
         recorded = ledger.writes.change(member_id, command).value
         self._remember(uid, terms)
         return recorded
+
+
+def days_of(terms: Terms) -> tuple[int, int, int]:
+    """The program's days that move due times: expiry and guarantee notices, dormancy."""
+    rules = terms.rules
+    return (rules.expiry_notice_days, rules.guarantee_notice_days, rules.dormant_days)

@@ -104,15 +104,17 @@ def legacy_enrolments(app: Application[UUID]) -> Iterator[str]:
             yield str(event.member_id)
 
 
-def changed_members(app: Application[UUID], after: int) -> Iterator[tuple[set[UUID], int]]:
-    """The members changed after position ``after``, a page at a time, with each page's end."""
+def changed_members(app: Application[UUID], after: int) -> Iterator[tuple[dict[UUID, int], int]]:
+    """The members changed after position ``after`` (each with its latest version), a page at
+    a time, with each page's end."""
     start = after + 1
     while True:
         notifications = app.recorder.select_notifications(start=start, limit=1000)
         if not notifications:
             return
-        changed = {
-            UUID(str(n.originator_id)) for n in notifications if n.topic.startswith(MEMBER_TOPIC)
-        }
+        changed: dict[UUID, int] = {}
+        for n in notifications:
+            if n.topic.startswith(MEMBER_TOPIC):
+                changed[UUID(str(n.originator_id))] = n.originator_version
         yield changed, notifications[-1].id
         start = notifications[-1].id + 1

@@ -17,9 +17,15 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
+from eventsourcing.utils import strtobool
 
 from domain import eventlog, referrals, reports, snapshots, transcodings
 from domain.actors import SCHEDULER, Actor, Cause
@@ -65,6 +71,7 @@ from domain.money import check_amount
 from domain.plans import PLANS_ID, FollowupPlans, Plan, PlanVersion
 from domain.program import PROGRAM_ID, Program, ProgramRules, ProgramVersion
 from domain.referrals import normalise_code
+from domain.repository import LedgerRepository
 from domain.writes import Command, Creation, MemberWrites, Written
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -108,6 +115,21 @@ class Ledger(Application[UUID]):
         super().register_transcodings(transcoder)
         transcodings.register(transcoder)
 
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository (same settings), with the projector of
+        ``domain/repository.py``."""
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return LedgerRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fastforward_skipping=strtobool(
+                self.env.get(self.AGGREGATE_CACHE_FASTFORWARD_SKIPPING, "n")
+            ),
+            deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
+        )
+
     def construct_snapshot_store(self) -> EventStore[UUID]:
         return snapshots.CurrentSnapshots(
             mapper=self.mapper, recorder=self.factory.aggregate_recorder(purpose="snapshots")
@@ -124,6 +146,10 @@ class Ledger(Application[UUID]):
             taken = snapshots.due_snapshots(aggregates, saved, self.snapshot_interval)
             if taken:
                 self.snapshots.put(taken)
+        if self.due.following:  # this process runs the scheduler: it need not load these again
+            members = [a for a in aggregates if isinstance(a, Member)]
+            if members:
+                self.due.noted(members, self.terms())
         return recordings
 
     def existing(self, ids: list[UUID]) -> set[UUID]:

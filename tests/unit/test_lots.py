@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from uuid import UUID
 
 import pytest
 
 from adapters.vault import Vault
 from domain.clock import FixedClock
 from domain.ledger import Ledger
+from domain.members import Terms, member_uuid
 from domain.program import ProgramRules
 from tests.answers import answers
 
@@ -168,6 +170,30 @@ def test_the_scheduler_catches_up_every_member(member: Shop, ledger: Ledger) -> 
     assert len(member.events("m1", "PointsBecameAvailable")) == 1
     assert len(member.events("m2", "PointsBecameAvailable")) == 1
     assert member.events("m3", "PointsBecameAvailable") == []
+
+
+def test_the_scheduler_does_not_load_again_a_member_its_own_process_wrote(
+    member: Shop, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index learns a member's next due time from a write made by its own process (the
+    follow-up process, its own records) instead of loading the member again from the log."""
+    ledger.record_due()  # the index follows the log from here on
+    loaded: list[UUID] = []
+    remember = ledger.due._remember
+
+    def counted(uid: UUID, terms: Terms) -> None:
+        loaded.append(uid)
+        remember(uid, terms)
+
+    monkeypatch.setattr(ledger.due, "_remember", counted)
+    member.buy("o-1", "100.00")
+    member.at(31)
+    assert ledger.record_due() == 1  # the lot matures: its time came from the purchase's write
+    assert loaded == [member_uuid("m1")]  # once, after recording the change, not before
+    member.at(32)
+    assert ledger.record_due() == 0
+    assert loaded == [member_uuid("m1")]  # the change it recorded is not loaded again
+    assert member.points()["available"] == 100
 
 
 def test_a_change_records_every_due_event_before_it_takes_effect(member: Shop) -> None:
