@@ -328,14 +328,16 @@ class FollowupThread(BackgroundLoop):
                 try:
                     if self.process is None:
                         self.process = FollowupProcess(self.ledger, self.tables)
-                    self.process.catch_up()
+                    read = self.process.catch_up()
                 except Exception:
                     log.exception("follow-up pass failed; starting again from the tables")
                     self.process = None
                     self._stopping.wait(1.0)
                     continue
                 self.passed.set()
-                if not self.process.more:
+                # A pass that read something goes straight on: what it started is in the log
+                # after its page, and the process is not caught up until it has read that too.
+                if read == 0:
                     self._stopping.wait(self.poll_seconds)
         finally:
             if self.owns_tables:
