@@ -19,6 +19,9 @@ from typing import Any
 from werkzeug.serving import is_running_from_reloader, run_simple
 
 from adapters.export import export_lines, verify_lines
+from adapters.followup_process import POLL_SECONDS as FOLLOWUP_POLL_SECONDS
+from adapters.followup_process import FollowupProcess, open_followup_thread, run_until_caught_up
+from adapters.followup_tables import FollowupTables
 from adapters.keys import (
     KEY_ROLES,
     KeyNotRotatable,
@@ -144,6 +147,21 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between looks at the log once caught up",
     )
     hooks.set_defaults(run=_webhooks)
+
+    follow = commands.add_parser(
+        "followups",
+        help="start the follow-ups the plans call for and keep their effect's read models, "
+        "until Ctrl-C (resumes where it stopped; `serve` runs it too unless "
+        "DAIFUKU_FOLLOWUPS=off)",
+    )
+    follow.add_argument("--once", action="store_true", help="catch up with the log, then exit")
+    follow.add_argument(
+        "--poll",
+        type=float,
+        default=FOLLOWUP_POLL_SECONDS,
+        help="seconds between looks at the log once caught up",
+    )
+    follow.set_defaults(run=_followups)
 
     import_file.add_parser(commands)
 
@@ -449,6 +467,43 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         worker.poll_seconds = args.poll
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Delivering webhooks from {settings.database.describe()}; Ctrl-C stops.", flush=True)
+        worker.start()
+        try:
+            while worker.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("Stopping.", flush=True)
+        finally:
+            worker.stop()
+    finally:
+        ledger.close()
+        keys.close()
+    return 0
+
+
+def _followups(args: argparse.Namespace, settings: Settings) -> int:
+    """The follow-up process on its own (beside `serve` with DAIFUKU_FOLLOWUPS=off, say, so
+    that it has a core of its own): one catch-up with ``--once``, else until Ctrl-C."""
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        if args.once:
+            tables = FollowupTables.open(settings.database)
+            try:
+                process = FollowupProcess(ledger, tables)
+                since = process.position
+                read = run_until_caught_up(process, most_seconds=float("inf"))
+                print(
+                    f"Read {read} events from position {since} to {process.position}; "
+                    f"started {process.started} follow-ups."
+                )
+            finally:
+                tables.close()
+            return 0
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        worker = open_followup_thread(ledger, settings.database)
+        worker.poll_seconds = args.poll
+        signal.signal(signal.SIGTERM, _interrupt)
+        print(f"Following {settings.database.describe()} for follow-ups; Ctrl-C stops.", flush=True)
         worker.start()
         try:
             while worker.alive():

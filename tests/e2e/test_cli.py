@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,37 @@ def test_scheduler_once_records_what_is_due(
 ) -> None:
     assert main(["scheduler", "--once"]) == 0
     assert capsys.readouterr().out.strip() == "Recorded 0 time-driven events."
+
+
+def test_followups_once_starts_what_the_plans_call_for_then_nothing_twice(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_environ({"DAIFUKU_DATABASE_URL": environment})
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        ledger.enrol("ann", "ann@example.com", None, "t")
+        ledger.record_purchase("A-1", "ann", Decimal("12.00"), "USD", None, [], None, "t")
+        head = ledger.recorder.max_notification_id()
+    finally:
+        ledger.close()
+        keys.close()
+    assert main(["followups", "--once"]) == 0
+    printed = capsys.readouterr().out.strip()
+    # Enrolled: prospect; first purchase: thank-you (which stops prospect); the only buyer is
+    # class A: a-class. Its starts are read back too, so the position passes the head.
+    assert printed.startswith("Read ") and "from position 0 to " in printed, printed
+    assert printed.endswith("started 3 follow-ups."), printed
+    ledger, keys, _ = bootstrap(settings)
+    try:
+        plans = sorted(f.plan for f in ledger.member_copy("ann").followups.by_id.values())
+        assert plans == ["a-class", "prospect", "thank-you"]
+        assert (ledger.recorder.max_notification_id() or 0) > (head or 0)
+    finally:
+        ledger.close()
+        keys.close()
+    assert main(["followups", "--once"]) == 0
+    again = capsys.readouterr().out.strip()
+    assert again.startswith("Read 0 events") and again.endswith("started 0 follow-ups."), again
 
 
 def test_serve_answers_and_stops_on_sigterm(sqlite_url: str) -> None:
