@@ -328,16 +328,17 @@ class FollowupThread(BackgroundLoop):
                 try:
                     if self.process is None:
                         self.process = FollowupProcess(self.ledger, self.tables)
-                    read = self.process.catch_up()
+                    started = self.process.started
+                    self.process.catch_up()
                 except Exception:
                     log.exception("follow-up pass failed; starting again from the tables")
                     self.process = None
                     self._stopping.wait(1.0)
                     continue
                 self.passed.set()
-                # A pass that read something goes straight on: what it started is in the log
-                # after its page, and the process is not caught up until it has read that too.
-                if read == 0:
+                # A pass that started something goes straight on: what it started is in the
+                # log after its page, and the process is not caught up until it has read that.
+                if not self.process.more and self.process.started == started:
                     self._stopping.wait(self.poll_seconds)
         finally:
             if self.owns_tables:

@@ -20,7 +20,7 @@ from werkzeug.serving import is_running_from_reloader, run_simple
 
 from adapters.export import export_lines, verify_lines
 from adapters.followup_process import POLL_SECONDS as FOLLOWUP_POLL_SECONDS
-from adapters.followup_process import FollowupProcess, open_followup_thread, run_until_caught_up
+from adapters.followup_process import FollowupProcess, open_followup_thread
 from adapters.followup_tables import FollowupTables
 from adapters.keys import (
     KEY_ROLES,
@@ -491,13 +491,16 @@ def _followups(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 process = FollowupProcess(ledger, tables)
                 since = process.position
-                read = run_until_caught_up(process, most_seconds=float("inf"))
-                print(
-                    f"Read {read} events from position {since} to {process.position}; "
-                    f"started {process.started} follow-ups."
-                )
+                read = catch_up_once(process, ledger.recorder.max_notification_id() or 0)
+            except RuntimeError as error:  # another follow-up process wrote meanwhile
+                print(f"Stopped: {error}. Is another follow-up process running?", file=sys.stderr)
+                return 1
             finally:
                 tables.close()
+            print(
+                f"Read {read} events from position {since} to {process.position}; "
+                f"started {process.started} follow-ups."
+            )
             return 0
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         worker = open_followup_thread(ledger, settings.database)
@@ -516,6 +519,20 @@ def _followups(args: argparse.Namespace, settings: Settings) -> int:
         ledger.close()
         keys.close()
     return 0
+
+
+def catch_up_once(process: FollowupProcess, head: int) -> int:
+    """Read to ``head`` (the log's head when the command started), then once more for what
+    the last passes started: a command that ends under live traffic. How many events."""
+    read = 0
+    past_head = False
+    while True:
+        started = process.started
+        found = process.catch_up()
+        read += found
+        if found == 0 or past_head or (process.position >= head and process.started == started):
+            return read
+        past_head = process.position >= head
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from domain.ledger import Ledger
 
 
+# Notes waiting for a run at most (a run takes them all in): past it, the scan loads members.
+NOTED_MOST = 100_000
+
+
 class DueIndex:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -72,6 +76,8 @@ class DueIndex:
         days = days_of(terms)
         found = [(member.id, member.version, member.next_due_at(terms)) for member in members]
         with self._noted_lock:
+            if len(self._noted) >= NOTED_MOST:  # no run is taking them in: the scan will do
+                return
             for uid, version, due in found:
                 kept = self._noted.get(uid)
                 if kept is None or kept[0] < version:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import time
 from collections.abc import Container, Mapping
 from datetime import datetime, timedelta
@@ -76,6 +77,9 @@ from domain.writes import Command, Creation, MemberWrites, Written
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 BACKFILL_LIMIT = timedelta(days=730)
+
+
+log = logging.getLogger(__name__)
 
 
 class Ledger(Application[UUID]):
@@ -146,11 +150,20 @@ class Ledger(Application[UUID]):
             taken = snapshots.due_snapshots(aggregates, saved, self.snapshot_interval)
             if taken:
                 self.snapshots.put(taken)
-        if self.due.following:  # this process runs the scheduler: it need not load these again
-            members = [a for a in aggregates if isinstance(a, Member)]
-            if members:
-                self.due.noted(members, self.terms())
+        if self.due.following and self._terms is not None:
+            self._note_due(aggregates, self._terms)
         return recordings
+
+    def _note_due(self, aggregates: list[Aggregate], terms: Terms) -> None:
+        """Tell this process's scheduler the saved members' next due times, so that it need
+        not load them again. After the commit: a failure here only leaves the scan to find
+        them, it never fails the write."""
+        members = [a for a in aggregates if isinstance(a, Member)]
+        if members:
+            try:
+                self.due.noted(members, terms)
+            except Exception:
+                log.exception("due times of a write not noted; the scheduler's scan finds them")
 
     def existing(self, ids: list[UUID]) -> set[UUID]:
         """Which of these aggregates have been recorded: one query where the recorder has a

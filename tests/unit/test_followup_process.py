@@ -426,6 +426,29 @@ def test_the_thread_reads_page_after_page_and_waits_only_once_caught_up(
         thread.stop()
 
 
+def test_the_thread_reads_back_what_it_started_without_waiting_a_poll(
+    shop: Shop, ledger: Ledger, tables: FollowupTables
+) -> None:
+    """The follow-ups a pass starts are in the log after its page: the pass after it reads
+    them at once, so the process is caught up without waiting its poll."""
+    shop.enrol("m1")
+    shop.at(0.001).buy("o-1", "100.00")
+    thread = FollowupThread(ledger, tables, poll_seconds=30)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10  # a bound well under the poll, not a measure
+        while time.monotonic() < deadline:
+            found = thread.process
+            head = ledger.recorder.max_notification_id()
+            if found is not None and found.started == 3 and tables.max_tracking_id(NAME) == head:
+                break
+            time.sleep(0.01)
+        assert thread.process is not None and thread.process.started == 3
+        assert tables.max_tracking_id(NAME) == ledger.recorder.max_notification_id()
+    finally:
+        thread.stop()
+
+
 def test_the_follow_ups_a_page_starts_are_saved_together(
     shop: Shop, ledger: Ledger, process: FollowupProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
