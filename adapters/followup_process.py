@@ -28,8 +28,6 @@ from eventsourcing.utils import get_topic
 
 from adapters.background import BackgroundLoop
 from adapters.followup_tables import (
-    COUNT_GOAL_EVENT,
-    COUNT_WINDOW,
     INSERT_FOLLOWUP,
     INSERT_GOAL_EVENT,
     OUTCOME,
@@ -259,7 +257,6 @@ def goal_statements(
     revenue = scaled(amount) if amount is not None else 0
     return [
         (INSERT_GOAL_EVENT, (member_id, position, kind, moment, revenue)),
-        (COUNT_GOAL_EVENT, (kind, revenue, member_id, moment, moment)),
     ]
 
 
@@ -282,7 +279,6 @@ def view_statements(name: str, event: Any) -> list[tuple[str, Sequence[Any]]]:
                     len(event.steps),
                 ),
             ),
-            (COUNT_WINDOW, (event.followup,)),
         ]
     if name in ("FollowupStepDue", "FollowupStepWithheld"):
         group = "treated" if name == "FollowupStepDue" else "holdout"

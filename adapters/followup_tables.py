@@ -54,7 +54,7 @@ SCHEMA = (
         goal_until DOUBLE PRECISION NOT NULL,
         steps INTEGER NOT NULL,
         reached INTEGER NOT NULL DEFAULT 0,
-        converted INTEGER NOT NULL DEFAULT 0,
+        converted INTEGER NOT NULL DEFAULT 0,  -- unused: read from the goal events (groups)
         revenue BIGINT NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'active')""",
     """CREATE INDEX IF NOT EXISTS daifuku_followup_view_member
@@ -71,6 +71,10 @@ SCHEMA = (
         at DOUBLE PRECISION NOT NULL,
         amount BIGINT NOT NULL,
         PRIMARY KEY (member_id, position))""",
+    # A follow-up's conversion and revenue are read from the goal events inside its window
+    # when the effect is read: a purchase is one row, however many windows it falls in.
+    """CREATE INDEX IF NOT EXISTS daifuku_followup_goal_events_window
+        ON daifuku_followup_goal_events (member_id, kind, at)""",
     """CREATE TABLE IF NOT EXISTS daifuku_followup_steps (
         plan TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -100,31 +104,17 @@ INSERT_FOLLOWUP = (
     " goal_event, goal_until, steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (followup_id) DO NOTHING"
 )
-# What the follow-up's window already holds when it starts.
-COUNT_WINDOW = (
-    "UPDATE daifuku_followup_view SET "
-    "converted = CASE WHEN EXISTS (SELECT 1 FROM daifuku_followup_goal_events g "
-    "WHERE g.member_id = daifuku_followup_view.member_id "
-    "AND g.kind = daifuku_followup_view.goal_event "
-    "AND g.at > daifuku_followup_view.trigger_at "
-    "AND g.at <= daifuku_followup_view.goal_until) THEN 1 ELSE 0 END, "
-    "revenue = COALESCE((SELECT sum(g.amount) FROM daifuku_followup_goal_events g "
-    "WHERE g.member_id = daifuku_followup_view.member_id AND g.kind = 'purchase' "
-    "AND g.at > daifuku_followup_view.trigger_at "
-    "AND g.at <= daifuku_followup_view.goal_until), 0) "
-    "WHERE followup_id = ?"
+# A follow-up converted if a goal event of its plan's kind falls in its window (after the
+# trigger, up to the window's end); its revenue is the purchases in that window.
+IN_WINDOW = (
+    "FROM daifuku_followup_goal_events g WHERE g.member_id = f.member_id "
+    "AND g.at > f.trigger_at AND g.at <= f.goal_until"
 )
+CONVERTED = f"CASE WHEN EXISTS (SELECT 1 {IN_WINDOW} AND g.kind = f.goal_event) THEN 1 ELSE 0 END"
+REVENUE = f"(SELECT COALESCE(sum(g.amount), 0) {IN_WINDOW} AND g.kind = 'purchase')"
 INSERT_GOAL_EVENT = (
     "INSERT INTO daifuku_followup_goal_events (member_id, position, kind, at, amount) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (member_id, position) DO NOTHING"
-)
-# A goal event inside the windows of the member's follow-ups: converted (any goal event of the
-# plan's kind), and a purchase's amount added to the revenue of every window it falls in.
-COUNT_GOAL_EVENT = (
-    "UPDATE daifuku_followup_view SET "
-    "converted = CASE WHEN goal_event = ? THEN 1 ELSE converted END, "
-    "revenue = revenue + ? "
-    "WHERE member_id = ? AND trigger_at < ? AND goal_until >= ?"
 )
 STEP_RECORDED = (
     "INSERT INTO daifuku_followup_steps (plan, version, step, grp, recorded) "
@@ -263,10 +253,11 @@ class FollowupTables(TrackingRecorder):
 
     def groups(self, plan: str | None = None) -> list[GroupFigures]:
         where, params = ("WHERE plan = ?", (plan,)) if plan else ("", ())
+        where = where.replace("plan", "f.plan")
         rows = self.db.run(
-            "SELECT plan, version, grp, count(*), sum(converted), sum(revenue) "
-            f"FROM daifuku_followup_view {where} GROUP BY plan, version, grp "
-            "ORDER BY plan, version, grp",
+            f"SELECT f.plan, f.version, f.grp, count(*), sum({CONVERTED}), sum({REVENUE}) "
+            f"FROM daifuku_followup_view f {where} GROUP BY f.plan, f.version, f.grp "
+            "ORDER BY f.plan, f.version, f.grp",
             params,
         )
         return [
