@@ -18,6 +18,7 @@ from typing import Any
 
 from werkzeug.serving import is_running_from_reloader, run_simple
 
+from adapters.background import BackgroundLoop
 from adapters.export import export_lines, verify_lines
 from adapters.followup_process import POLL_SECONDS as FOLLOWUP_POLL_SECONDS
 from adapters.followup_process import FollowupProcess, open_followup_thread
@@ -467,14 +468,7 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         worker.poll_seconds = args.poll
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Delivering webhooks from {settings.database.describe()}; Ctrl-C stops.", flush=True)
-        worker.start()
-        try:
-            while worker.alive():
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("Stopping.", flush=True)
-        finally:
-            worker.stop()
+        _run_until_interrupted(worker)
     finally:
         ledger.close()
         keys.close()
@@ -507,18 +501,23 @@ def _followups(args: argparse.Namespace, settings: Settings) -> int:
         worker.poll_seconds = args.poll
         signal.signal(signal.SIGTERM, _interrupt)
         print(f"Following {settings.database.describe()} for follow-ups; Ctrl-C stops.", flush=True)
-        worker.start()
-        try:
-            while worker.alive():
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("Stopping.", flush=True)
-        finally:
-            worker.stop()
+        _run_until_interrupted(worker)
     finally:
         ledger.close()
         keys.close()
     return 0
+
+
+def _run_until_interrupted(worker: BackgroundLoop) -> None:
+    """Start a background loop and keep it running until Ctrl-C (or SIGTERM), then stop it."""
+    worker.start()
+    try:
+        while worker.alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("Stopping.", flush=True)
+    finally:
+        worker.stop()
 
 
 def catch_up_once(process: FollowupProcess, head: int) -> int:
